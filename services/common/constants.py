@@ -1,0 +1,61 @@
+"""Stream names, consumer groups, Redis key prefixes and database roles, defined once."""
+
+from __future__ import annotations
+
+__all__ = [
+    "BUS_FAILURES_PREFIX",
+    "DB_ROLE_APP",
+    "DB_ROLE_OPERATOR",
+    "DB_ROLE_OWNER",
+    "DB_ROLE_SERVICE",
+    "DB_ROLE_WORKER",
+    "DEAD_LETTER_SUFFIX",
+    "GROUP_DISPATCHER",
+    "GROUP_EVALUATOR",
+    "GROUP_TELEMETRY_WRITER",
+    "SCHEMA_VERSION",
+    "SERVICES",
+    "STREAM_ALERTS",
+    "STREAM_DELIVERIES",
+    "STREAM_DEVICE_STATUS",
+    "STREAM_OBSERVATIONS",
+    "TENANT_SETTING",
+]
+
+# Every stream entry carries one JSON field `data` with this version number.
+SCHEMA_VERSION = 1
+
+# Default stream names; each is overridable per installation (see config.StreamNames).
+STREAM_OBSERVATIONS = "pulse:observations"
+STREAM_ALERTS = "pulse:alerts"
+STREAM_DEVICE_STATUS = "pulse:device-status"
+STREAM_DELIVERIES = "pulse:deliveries"
+
+# Dead-letter stream for entries of stream S read by group G: f"{S}{DEAD_LETTER_SUFFIX}".
+DEAD_LETTER_SUFFIX = ":dead"
+# Hash counting handler failures per entry id: f"{BUS_FAILURES_PREFIX}{stream}:{group}".
+BUS_FAILURES_PREFIX = "pulse:bus:failures:"
+
+GROUP_EVALUATOR = "evaluator"
+GROUP_DISPATCHER = "dispatcher"
+GROUP_TELEMETRY_WRITER = "telemetry-writer"
+
+# Postgres roles created by db/migrations/0001.
+DB_ROLE_OWNER = "pulse_owner"  # owns the schema; migrations run as it
+DB_ROLE_APP = "pulse_app"  # customer-facing, bound by RLS to app.tenant_id
+DB_ROLE_OPERATOR = "pulse_operator"  # audited cross-tenant reads
+DB_ROLE_WORKER = "pulse_worker"  # internal cross-tenant workers, not a superuser
+DB_ROLE_SERVICE = "pulse_service"  # login role of the services; holds no rights of its own
+TENANT_SETTING = "app.tenant_id"
+
+# Service name (container / compose / Helm key) -> Python package under services/.
+SERVICES: dict[str, str] = {
+    "ingest": "ingest",
+    "evaluator": "evaluator",
+    "dispatcher": "dispatcher",
+    "delivery_worker": "delivery_worker",
+    "ptp-consumer": "ptp_consumer",
+    "energy-ws": "energy_ws",
+    "ca-gateway": "ca_gateway",
+    "ui": "ui",
+}
