@@ -215,9 +215,9 @@ class StreamNames:
     deliveries: str = env("PULSE_STREAM_DELIVERIES", constants.STREAM_DELIVERIES)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class CommonSettings:
-    """Settings every service shares; service settings extend this class."""
+    """Settings every service shares; service settings extend it with kw_only=True."""
 
     mode: Mode = env("PULSE_MODE", Mode.DEV)
     database_url: Url = env(
@@ -244,9 +244,9 @@ class CommonSettings:
         problems: list[tuple[str, str]] = []
         if self.log_level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
             problems.append(("PULSE_LOG_LEVEL", f"expected DEBUG|INFO|WARNING|ERROR, got {self.log_level!r}"))
+        if not self.admin_keys:
+            problems.append(("PULSE_ADMIN_KEYS", "needs at least one key"))
         if self.mode is Mode.PROD:
-            if not self.admin_keys:
-                problems.append(("PULSE_ADMIN_KEYS", "is required in PROD"))
             for key in self.admin_keys:
                 if key.get() == DEFAULT_ADMIN_KEY:
                     problems.append(("PULSE_ADMIN_KEYS", "holds the dev default key; PROD refuses it"))

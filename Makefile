@@ -1,0 +1,37 @@
+# Pulse — developer commands. Every target does its own set-up (scripts/bootstrap.sh).
+.DEFAULT_GOAL := help
+VENV := .venv/bin
+PYTEST_ARGS ?=
+
+.PHONY: help bootstrap dev test test-unit lint format constraints clean
+
+help:  ## list targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+bootstrap:  ## install mosquitto and the Python environment (idempotent)
+	@scripts/bootstrap.sh
+
+dev: bootstrap  ## run the platform locally on embedded real servers (Ctrl-C stops it)
+	$(VENV)/pulse dev
+
+test: bootstrap  ## run the whole test-suite against real servers
+	$(VENV)/python -m pytest $(PYTEST_ARGS)
+
+test-unit: bootstrap  ## only the tests that need no server
+	$(VENV)/python -m pytest -m unit $(PYTEST_ARGS)
+
+lint: bootstrap  ## ruff lint + format check, mypy
+	$(VENV)/ruff check .
+	$(VENV)/ruff format --check .
+	$(VENV)/mypy
+
+format: bootstrap  ## apply ruff fixes and formatting
+	$(VENV)/ruff check --fix .
+	$(VENV)/ruff format .
+
+constraints:  ## re-pin constraints.txt from the current .venv
+	{ printf '# Pinned versions for repeatable installs: pip install -c constraints.txt -e ".[dev]"\n# Regenerate with: make constraints\n'; \
+	  $(VENV)/pip freeze --exclude-editable; } > constraints.txt
+
+clean:  ## remove local server data and caches (keeps .venv)
+	rm -rf .cache/dev .pytest_cache .mypy_cache .ruff_cache
