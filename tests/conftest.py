@@ -63,9 +63,7 @@ class DbUrls:
 @pytest.fixture(scope="session")
 def db_urls(pg_server: PostgresServer) -> DbUrls:
     pg_server.ensure_database(TEST_DB)
-    urls = DbUrls(
-        admin=pg_server.url("postgres", TEST_DB), service=pg_server.url("pulse_service", TEST_DB)
-    )
+    urls = DbUrls(admin=pg_server.url("postgres", TEST_DB), service=pg_server.url("pulse_service", TEST_DB))
     asyncio.run(migrate(urls.admin))
     return urls
 

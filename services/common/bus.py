@@ -16,11 +16,12 @@ batch pending without counting a failure. `stop` ends reading; the batch in hand
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 import redis.asyncio as aioredis
@@ -54,7 +55,7 @@ _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(dict[str, Any])
 
 
-class RetryLater(Exception):  # noqa: N818 - a signal, not an error
+class RetryLater(Exception):
     """Raised by a handler whose dependency is down: keep the batch pending, count no failure."""
 
 
@@ -185,9 +186,10 @@ class StreamConsumer:
                 if stop.is_set():
                     break
                 block = 0 if handled_any else cfg.block_ms
-                resp = await self.redis.xreadgroup(
+                raw_resp = await self.redis.xreadgroup(
                     cfg.group, cfg.consumer, {cfg.stream: ">"}, count=cfg.batch_size, block=block or None
                 )
+                resp = cast("list[tuple[bytes, list[Any]]] | None", raw_resp)  # RESP2 reply shape
                 for _stream, raw in resp or []:
                     await self._process(raw)
                 backoff = 0.0
@@ -205,10 +207,8 @@ class StreamConsumer:
         log.info("consumer stopped", extra={"stream": cfg.stream, "group": cfg.group, "consumer": cfg.consumer})
 
     async def _ensure_group_quietly(self) -> None:
-        try:
+        with contextlib.suppress(aioredis.ConnectionError, aioredis.TimeoutError):
             await self.ensure_group()
-        except (aioredis.ConnectionError, aioredis.TimeoutError):
-            pass
 
     async def _reclaim(self, stop: asyncio.Event) -> bool:
         """Take over entries idle past claim_idle_ms; return True when any were handled."""
@@ -216,7 +216,7 @@ class StreamConsumer:
         start = "0-0"
         any_handled = False
         while not stop.is_set():
-            resp = await self.redis.xautoclaim(
+            resp: list[Any] = await self.redis.xautoclaim(
                 cfg.stream, cfg.group, cfg.consumer, cfg.claim_idle_ms, start_id=start, count=cfg.batch_size
             )
             start, raw = _text(resp[0]), resp[1]
@@ -233,7 +233,7 @@ class StreamConsumer:
     async def _drop_crashers(self, raw: list[Any]) -> list[Any]:
         """Dead-letter reclaimed entries delivered too often without an ack."""
         ids = [_text(i) for i, _ in raw]
-        pending = await self.redis.xpending_range(
+        pending: list[dict[str, Any]] = await self.redis.xpending_range(
             self.config.stream, self.config.group, min=ids[0], max=ids[-1], count=len(ids) * 2
         )
         deliveries = {_text(p["message_id"]): int(p["times_delivered"]) for p in pending}
@@ -253,7 +253,10 @@ class StreamConsumer:
         for entry_id, fields in raw:
             eid = _text(entry_id)
             if fields is None:  # trimmed by MAXLEN while pending: nothing left to handle
-                log.error("pending entry was trimmed from the stream before handling", extra={"stream": self.config.stream, "entry_id": eid})
+                log.error(
+                    "pending entry was trimmed from the stream before handling",
+                    extra={"stream": self.config.stream, "entry_id": eid},
+                )
                 await self.redis.xack(self.config.stream, self.config.group, eid)
                 continue
             try:
@@ -270,7 +273,7 @@ class StreamConsumer:
             await self.handler(entries)
         except RetryLater:
             raise
-        except Exception as exc:  # noqa: BLE001 - any handler error isolates the poison entry
+        except Exception as exc:
             log.warning(
                 "batch failed, retrying entries one by one",
                 extra={"stream": self.config.stream, "size": len(entries), "error": repr(exc)},
@@ -286,7 +289,7 @@ class StreamConsumer:
                 await self.handler([entry])
             except RetryLater:
                 raise
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 self.stats.failures += 1
                 self.stats.last_error = repr(exc)
                 _FAILED.labels(*self._labels).inc()
@@ -312,7 +315,7 @@ class StreamConsumer:
 
     async def _dead_letter(self, entry_id: str, fields: Mapping[bytes, bytes], error: str, failures: int = 0) -> None:
         cfg = self.config
-        record = {
+        record: dict[Any, Any] = {
             "stream": cfg.stream,
             "group": cfg.group,
             "entry_id": entry_id,
@@ -335,7 +338,5 @@ class StreamConsumer:
 
 
 async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
-    try:
+    with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(stop.wait(), timeout=seconds)
-    except TimeoutError:
-        pass

@@ -225,12 +225,8 @@ class CommonSettings:
         Url("postgresql://pulse_service@127.0.0.1:5432/pulse"),
         schemes=("postgresql", "postgres"),
     )
-    redis_url: Url = env(
-        "PULSE_REDIS_URL", Url("redis://127.0.0.1:6379/0"), schemes=("redis", "rediss", "unix")
-    )
-    mqtt_url: Url = env(
-        "PULSE_MQTT_URL", Url("mqtt://127.0.0.1:1883"), schemes=("mqtt", "mqtts")
-    )
+    redis_url: Url = env("PULSE_REDIS_URL", Url("redis://127.0.0.1:6379/0"), schemes=("redis", "rediss", "unix"))
+    mqtt_url: Url = env("PULSE_MQTT_URL", Url("mqtt://127.0.0.1:1883"), schemes=("mqtt", "mqtts"))
     admin_keys: list[Secret] = env("PULSE_ADMIN_KEYS", [Secret(DEFAULT_ADMIN_KEY)])
     log_level: str = env("PULSE_LOG_LEVEL", "INFO", expects="DEBUG|INFO|WARNING|ERROR")
     http_host: str = env("PULSE_HTTP_HOST", "0.0.0.0")  # noqa: S104 - containers listen on all

@@ -19,7 +19,10 @@ import asyncpg
 
 from services.common import constants
 
-__all__ = ["Database", "InvalidTenantId", "create_pool", "validate_tenant_id"]
+__all__ = ["Conn", "Database", "InvalidTenantId", "create_pool", "validate_tenant_id"]
+
+# What the transactions below yield: a pooled connection (same API as asyncpg.Connection).
+Conn = asyncpg.pool.PoolConnectionProxy
 
 _TENANT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -66,24 +69,22 @@ class Database:
             return bool(await conn.fetchval("SELECT true"))
 
     @asynccontextmanager
-    async def _as_role(self, role: str) -> AsyncIterator[asyncpg.Connection]:
+    async def _as_role(self, role: str) -> AsyncIterator[Conn]:
         async with self.pool.acquire() as conn, conn.transaction():
             # role names are constants, never input; SET cannot take bind parameters
             await conn.execute(f"SET LOCAL ROLE {role}")
             yield conn
 
     @asynccontextmanager
-    async def tenant(self, tenant_id: str) -> AsyncIterator[asyncpg.Connection]:
+    async def tenant(self, tenant_id: str) -> AsyncIterator[Conn]:
         """A transaction that sees and writes only `tenant_id`'s rows (RLS + app.tenant_id)."""
         validate_tenant_id(tenant_id)
         async with self._as_role(constants.DB_ROLE_APP) as conn:
-            await conn.execute(
-                "SELECT set_config($1, $2, true)", constants.TENANT_SETTING, tenant_id
-            )
+            await conn.execute("SELECT set_config($1, $2, true)", constants.TENANT_SETTING, tenant_id)
             yield conn
 
     @asynccontextmanager
-    async def worker(self) -> AsyncIterator[asyncpg.Connection]:
+    async def worker(self) -> AsyncIterator[Conn]:
         """A cross-tenant transaction for internal workers (evaluator, dispatcher, ...)."""
         async with self._as_role(constants.DB_ROLE_WORKER) as conn:
             yield conn
@@ -96,12 +97,11 @@ class Database:
         *,
         target_tenant_id: str | None = None,
         detail: dict[str, Any] | None = None,
-    ) -> AsyncIterator[asyncpg.Connection]:
+    ) -> AsyncIterator[Conn]:
         """A cross-tenant read-only transaction; the access is written to the audit log first."""
         async with self._as_role(constants.DB_ROLE_OPERATOR) as conn:
             await conn.execute(
-                "INSERT INTO operator_audit_log (actor, action, target_tenant_id, detail)"
-                " VALUES ($1, $2, $3, $4)",
+                "INSERT INTO operator_audit_log (actor, action, target_tenant_id, detail) VALUES ($1, $2, $3, $4)",
                 actor,
                 action,
                 target_tenant_id,

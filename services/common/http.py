@@ -43,7 +43,7 @@ def ops_routes(
             result = await asyncio.wait_for(fn(), timeout_s)
         except TimeoutError:
             return f"timeout after {timeout_s}s"
-        except Exception as exc:  # noqa: BLE001 - any failure means not ready
+        except Exception as exc:
             return f"{type(exc).__name__}: {exc}"
         return "ok" if result is not False else "not ready"
 

@@ -14,9 +14,7 @@ from typing import Any
 
 __all__ = ["JsonFormatter", "correlation", "correlation_id", "get_logger", "setup_logging"]
 
-_correlation: contextvars.ContextVar[str | None] = contextvars.ContextVar(
-    "pulse_correlation_id", default=None
-)
+_correlation: contextvars.ContextVar[str | None] = contextvars.ContextVar("pulse_correlation_id", default=None)
 _service = "pulse"
 
 # Attributes every LogRecord has; anything else passed via `extra=` becomes a JSON field.
@@ -41,8 +39,7 @@ def correlation(cid: str | None = None) -> Iterator[str]:
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         event: dict[str, Any] = {
-            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-            + f".{int(record.msecs):03d}Z",
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
             "level": record.levelname,
             "service": _service,
             "logger": record.name,

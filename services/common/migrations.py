@@ -77,8 +77,7 @@ async def migrate(url: str, directory: Path = DEFAULT_DIR) -> list[Migration]:
             m = on_disk.get(version)
             if m is None:
                 raise MigrationError(
-                    f"migration {version:04d}_{row['name']}.sql was applied but is missing from "
-                    f"{directory}; restore it"
+                    f"migration {version:04d}_{row['name']}.sql was applied but is missing from {directory}; restore it"
                 )
             if m.checksum != row["checksum"]:
                 raise MigrationError(

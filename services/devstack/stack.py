@@ -74,7 +74,10 @@ def run_dev(root: Path, ports: DevPorts, *, services: list[str] | None = None) -
             _say(f"{server.name} ready in {time.monotonic() - t0:.1f}s (log: {server.log})")
         pg.ensure_database(DEV_DB)
         applied = asyncio.run(migrate(pg.url("postgres", DEV_DB)))
-        _say(f"migrations: {len(applied)} applied" + (f" ({', '.join(m.path.name for m in applied)})" if applied else ", schema up to date"))
+        _say(
+            f"migrations: {len(applied)} applied"
+            + (f" ({', '.join(m.path.name for m in applied)})" if applied else ", schema up to date")
+        )
 
         env = {
             **os.environ,
@@ -109,7 +112,7 @@ def run_dev(root: Path, ports: DevPorts, *, services: list[str] | None = None) -
         return 0 if all(p.poll() in (None, 0) for _, p in children) else 1
     finally:
         _say("stopping ...")
-        for name, proc in reversed(children):
+        for _name, proc in reversed(children):
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
         for name, proc in reversed(children):

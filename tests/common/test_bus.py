@@ -104,7 +104,9 @@ async def test_10k_entries_survive_a_consumer_dying_mid_batch(redis_server, redi
     survivors = [
         StreamConsumer(
             redis_client,
-            ConsumerConfig(STREAM, GROUP, f"survivor-{n}", batch_size=200, block_ms=100, claim_idle_ms=300, claim_interval_s=0.1),
+            ConsumerConfig(
+                STREAM, GROUP, f"survivor-{n}", batch_size=200, block_ms=100, claim_idle_ms=300, claim_interval_s=0.1
+            ),
             handler,
         )
         for n in range(2)
@@ -143,7 +145,9 @@ async def test_poison_entry_is_dead_lettered_after_n_failures_while_others_flow(
                 raise ValueError(f"cannot handle seq {e.data['seq']}")
         handled.extend(e.data["seq"] for e in entries)
 
-    cfg = ConsumerConfig(STREAM, GROUP, "c1", batch_size=50, block_ms=50, claim_idle_ms=100, claim_interval_s=0.05, max_failures=3)
+    cfg = ConsumerConfig(
+        STREAM, GROUP, "c1", batch_size=50, block_ms=50, claim_idle_ms=100, claim_interval_s=0.05, max_failures=3
+    )
     consumer = StreamConsumer(redis_client, cfg, handler)
     stop = asyncio.Event()
     task = asyncio.create_task(consumer.run(stop))

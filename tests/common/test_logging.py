@@ -35,7 +35,9 @@ def test_exceptions_are_one_json_line() -> None:
     try:
         raise ValueError("boom")
     except ValueError:
-        record = logging.getLogger("x").makeRecord("x", logging.ERROR, "f", 1, "failed", None, __import__("sys").exc_info())
+        record = logging.getLogger("x").makeRecord(
+            "x", logging.ERROR, "f", 1, "failed", None, __import__("sys").exc_info()
+        )
     line = JsonFormatter().format(record)
     assert "\n" not in line
     assert "ValueError: boom" in json.loads(line)["exc"]

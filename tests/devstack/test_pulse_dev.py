@@ -38,9 +38,24 @@ async def _inspect(pg_port: int) -> tuple[int, str]:
 def test_pulse_dev_starts_servers_migrates_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
     ports = {"pg": free_port(), "redis": free_port(), "mqtt": free_port()}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "services.cli", "dev", "--data-dir", str(tmp_path / "dev"),
-         "--pg-port", str(ports["pg"]), "--redis-port", str(ports["redis"]), "--mqtt-port", str(ports["mqtt"])],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [
+            sys.executable,
+            "-m",
+            "services.cli",
+            "dev",
+            "--data-dir",
+            str(tmp_path / "dev"),
+            "--pg-port",
+            str(ports["pg"]),
+            "--redis-port",
+            str(ports["redis"]),
+            "--mqtt-port",
+            str(ports["mqtt"]),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     lines: list[str] = []
     assert proc.stdout is not None
