@@ -4,6 +4,8 @@ from __future__ import annotations
 
 __all__ = [
     "BUS_FAILURES_PREFIX",
+    "CHANNEL_DEVICE_CREDENTIALS",
+    "DB_ROLE_ADMIN",
     "DB_ROLE_APP",
     "DB_ROLE_OPERATOR",
     "DB_ROLE_OWNER",
@@ -36,6 +38,10 @@ DEAD_LETTER_SUFFIX = ":dead"
 # Hash counting handler failures per entry id: f"{BUS_FAILURES_PREFIX}{stream}:{group}".
 BUS_FAILURES_PREFIX = "pulse:bus:failures:"
 
+# Pub/sub channel: {"tenant_id", "device_id", "action"} when a device's credentials change
+# (revoke, rotate, activate); ingest drops its cached credentials for that device.
+CHANNEL_DEVICE_CREDENTIALS = "pulse:device-credentials"
+
 GROUP_EVALUATOR = "evaluator"
 GROUP_DISPATCHER = "dispatcher"
 GROUP_TELEMETRY_WRITER = "telemetry-writer"
@@ -45,6 +51,7 @@ DB_ROLE_OWNER = "pulse_owner"  # owns the schema; migrations run as it
 DB_ROLE_APP = "pulse_app"  # customer-facing, bound by RLS to app.tenant_id
 DB_ROLE_OPERATOR = "pulse_operator"  # audited cross-tenant reads
 DB_ROLE_WORKER = "pulse_worker"  # internal cross-tenant workers, not a superuser
+DB_ROLE_ADMIN = "pulse_admin"  # admin API (X-Admin-Key): tenants, provisioning, global settings
 DB_ROLE_SERVICE = "pulse_service"  # login role of the services; holds no rights of its own
 TENANT_SETTING = "app.tenant_id"
 
