@@ -4,7 +4,8 @@ The services log in as `pulse_service`, a role with no rights of its own. Each t
 switches to the role it needs with SET LOCAL ROLE, so the switch ends with the transaction:
 - tenant(tenant_id): `pulse_app`, row level security bound to app.tenant_id;
 - worker(): `pulse_worker`, cross-tenant, only the grants internal services need;
-- operator(actor, action, ...): `pulse_operator`, cross-tenant reads, each one audited.
+- operator(actor, action, ...): `pulse_operator`, cross-tenant reads, each one audited;
+- admin(actor, action, ...): `pulse_admin`, the admin API's writes (tenants, provisioning), audited.
 """
 
 from __future__ import annotations
@@ -87,6 +88,20 @@ class Database:
     async def worker(self) -> AsyncIterator[Conn]:
         """A cross-tenant transaction for internal workers (evaluator, dispatcher, ...)."""
         async with self._as_role(constants.DB_ROLE_WORKER) as conn:
+            yield conn
+
+    @asynccontextmanager
+    async def admin(
+        self,
+        actor: str,
+        action: str,
+        *,
+        target_tenant_id: str | None = None,
+        detail: dict[str, Any] | None = None,
+    ) -> AsyncIterator[Conn]:
+        """A cross-tenant transaction for the admin API (tenants, provisioning); audited first."""
+        async with self._as_role(constants.DB_ROLE_ADMIN) as conn:
+            await _audit(conn, actor, action, target_tenant_id, detail)
             yield conn
 
     @asynccontextmanager
