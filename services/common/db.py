@@ -115,11 +115,17 @@ class Database:
     ) -> AsyncIterator[Conn]:
         """A cross-tenant read-only transaction; the access is written to the audit log first."""
         async with self._as_role(constants.DB_ROLE_OPERATOR) as conn:
-            await conn.execute(
-                "INSERT INTO operator_audit_log (actor, action, target_tenant_id, detail) VALUES ($1, $2, $3, $4)",
-                actor,
-                action,
-                target_tenant_id,
-                detail or {},
-            )
+            await _audit(conn, actor, action, target_tenant_id, detail)
             yield conn
+
+
+async def _audit(
+    conn: Conn, actor: str, action: str, target_tenant_id: str | None, detail: dict[str, Any] | None
+) -> None:
+    await conn.execute(
+        "INSERT INTO operator_audit_log (actor, action, target_tenant_id, detail) VALUES ($1, $2, $3, $4)",
+        actor,
+        action,
+        target_tenant_id,
+        detail or {},
+    )
