@@ -181,6 +181,12 @@ def load(cls: type[T], environ: Mapping[str, str] | None = None) -> T:
     for f in dataclasses.fields(cls):  # type: ignore[arg-type]
         var = f.metadata.get("env")
         if var is None:
+            nested = hints[f.name]
+            if isinstance(nested, type) and dataclasses.is_dataclass(nested):
+                try:
+                    values[f.name] = load(nested, environ)
+                except ConfigError as exc:
+                    problems.extend(exc.problems)
             continue
         parse, what = _parser(hints[f.name], f.metadata)
         what = f.metadata.get("expects") or what
@@ -234,6 +240,7 @@ class CommonSettings:
     stream_maxlen: int = env("PULSE_STREAM_MAXLEN", 1_000_000, minimum=1000)
     db_pool_max: int = env("PULSE_DB_POOL_MAX", 10, minimum=1)
     shutdown_grace_s: float = env("PULSE_SHUTDOWN_GRACE_S", 20.0, minimum=0)
+    streams: StreamNames = field(default_factory=StreamNames)
 
     def check(self) -> list[tuple[str, str]]:
         """Cross-field rules; PROD refuses default secrets and dev shortcuts."""
