@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -86,10 +87,13 @@ class Ingest:
         return await self.admin.fetch("SELECT * FROM quarantine_events ORDER BY id")
 
 
-async def eventually(fetch: Callable[[], Awaitable[Any]], ok: Callable[[Any], bool], timeout: float = 10.0) -> Any:
+async def eventually(fetch: Callable[[], Any], ok: Callable[[Any], bool], timeout: float = 10.0) -> Any:
+    """Poll `fetch` (sync or async) until `ok(value)`; fail with the last value after `timeout`."""
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
-        value = await fetch()
+        value = fetch()
+        if inspect.isawaitable(value):
+            value = await value
         if ok(value):
             return value
         if asyncio.get_running_loop().time() > deadline:
