@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 import time
+import weakref
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -26,9 +27,11 @@ from typing import Any, cast
 import msgspec
 import redis.asyncio as aioredis
 from prometheus_client import Counter
+from redis.commands.core import AsyncScript
 from redis.exceptions import ResponseError
 
 from services.common import constants
+from services.common.lifecycle import sleep_or_stop
 
 __all__ = [
     "ConsumerConfig",
@@ -40,6 +43,7 @@ __all__ = [
     "decode",
     "encode",
     "publish",
+    "publish_encoded",
     "publish_many",
 ]
 
@@ -100,16 +104,33 @@ async def publish(r: aioredis.Redis, stream: str, message: Mapping[str, Any], *,
 async def publish_many(
     r: aioredis.Redis, stream: str, messages: Iterable[Mapping[str, Any]], *, maxlen: int
 ) -> list[str]:
-    """Publish a batch in one pipelined round trip; returns the entry ids in order."""
-    pipe = r.pipeline(transaction=False)
-    count = 0
-    for message in messages:
-        pipe.xadd(stream, {"data": encode(message)}, maxlen=maxlen, approximate=True)
-        count += 1
-    if not count:
+    """Publish a batch in one round trip; returns the entry ids in order."""
+    return await publish_encoded(r, stream, [encode(m) for m in messages], maxlen=maxlen)
+
+
+# One script call adds a whole batch: packing one command with N arguments costs a fraction of
+# packing N XADD commands in a pipeline (measured: ~38 us per pipelined XADD in redis-py).
+_XADD_MANY = """
+local ids = {}
+for i = 2, #ARGV do
+  ids[i - 1] = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'data', ARGV[i])
+end
+return ids
+"""
+
+
+_scripts: weakref.WeakKeyDictionary[aioredis.Redis, AsyncScript] = weakref.WeakKeyDictionary()
+
+
+async def publish_encoded(r: aioredis.Redis, stream: str, datas: Sequence[bytes], *, maxlen: int) -> list[str]:
+    """Publish already-encoded `data` fields (see `encode`) in one atomic round trip."""
+    if not datas:
         return []
-    ids = await pipe.execute()
-    _PUBLISHED.labels(stream).inc(count)
+    script = _scripts.get(r)
+    if script is None:
+        script = _scripts[r] = r.register_script(_XADD_MANY)
+    ids = await script(keys=[stream], args=[maxlen, *datas])
+    _PUBLISHED.labels(stream).inc(len(datas))
     return [_text(i) for i in ids]
 
 
@@ -176,7 +197,7 @@ class StreamConsumer:
         while not stop.is_set():
             try:
                 if backoff:
-                    await _sleep_or_stop(stop, backoff)
+                    await sleep_or_stop(stop, backoff)
                     if stop.is_set():
                         break
                 handled_any = False
@@ -335,8 +356,3 @@ class StreamConsumer:
             "entry moved to dead-letter stream",
             extra={"stream": cfg.stream, "entry_id": entry_id, "dead_letters": cfg.dead_letters, "error": error[:500]},
         )
-
-
-async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), timeout=seconds)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
 from collections.abc import Awaitable, Callable
 
-__all__ = ["install_stop_signals", "run_main"]
+__all__ = ["install_stop_signals", "run_main", "sleep_or_stop"]
 
 log = logging.getLogger("pulse.lifecycle")
 
@@ -49,3 +50,9 @@ async def _supervise(main: Callable[[asyncio.Event], Awaitable[None]], grace_s: 
 def run_main(main: Callable[[asyncio.Event], Awaitable[None]], *, grace_s: float = 20.0) -> None:
     """Run `main(stop)` until it returns; on SIGTERM set `stop` and wait up to `grace_s`."""
     asyncio.run(_supervise(main, grace_s))
+
+
+async def sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
+    """Sleep `seconds`, or less if `stop` is set meanwhile (periodic loops stay responsive)."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)

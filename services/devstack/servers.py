@@ -267,6 +267,10 @@ class MosquittoServer(DevServer):
 
     name = "mosquitto"
 
+    def __init__(self, workdir: Path, port: int | None = None, *, max_queued: int = 100_000) -> None:
+        super().__init__(workdir, port)
+        self.max_queued = max_queued  # per offline persistent session
+
     def url(self) -> str:
         return f"mqtt://127.0.0.1:{self.port}"
 
@@ -276,7 +280,7 @@ class MosquittoServer(DevServer):
             f"listener {self.port} 127.0.0.1\n"
             "allow_anonymous true\n"
             "persistence false\n"
-            "max_queued_messages 100000\n"
+            f"max_queued_messages {self.max_queued}\n"
             "log_dest stdout\n"
         )
 

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import sys
 
+import asyncpg
 import redis.asyncio as aioredis
 from starlette.applications import Starlette
 from starlette.routing import Route
@@ -72,6 +73,9 @@ class IngestService:
         tasks = [
             asyncio.create_task(self.tenant_settings.run(intake_stop, self.settings.settings_refresh_s)),
             asyncio.create_task(self.devices.listen(self.redis, intake_stop)),
+        ]
+        await self._preload()
+        tasks += [
             asyncio.create_task(self.mqtt.run(intake_stop)),
             asyncio.create_task(serve(self.app, self.settings.http_host, self.settings.http_port, intake_stop)),
         ]
@@ -90,6 +94,16 @@ class IngestService:
         stopper.cancel()
         if crashed:
             raise crashed[0].exception()  # type: ignore[misc]
+
+    async def _preload(self) -> None:
+        """Warm the credentials cache once invalidations are heard (none can be missed)."""
+        try:
+            await asyncio.wait_for(self.devices.subscribed.wait(), 10)
+            count = await self.devices.preload(self.settings.preload_devices)
+        except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
+            log.warning("device credentials not preloaded; loading on demand", extra={"error": repr(exc)})
+            return
+        log.info("device credentials preloaded", extra={"devices": count})
 
     def _extra_tasks(self, stop: asyncio.Event) -> list[asyncio.Task[None]]:
         return []

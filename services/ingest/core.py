@@ -8,18 +8,18 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime
-from typing import Any
 
 import msgspec
 
 from services.common.observations import Observation, observation_id
-from services.ingest.device_cache import DeviceCache
+from services.ingest.device_cache import DeviceCache, DeviceCredentials
 from services.ingest.payload import (
     DevicePayload,
     Limits,
     check_ids,
     check_msg_type,
     check_payload,
+    decode_batch_item,
     decode_payload,
     format_ts,
     parse_topic,
@@ -79,26 +79,21 @@ class Ingestor:
             self._quarantine("http", rej.reason, tenant_id, device_id, topic, body)
             raise
 
-    async def from_batch_item(self, item: Any) -> tuple[Observation, asyncio.Future[None]]:
-        """One message of POST /ingest/v1/batch: the device payload plus tenant_id, device_id, msg_type."""
+    async def from_batch_item(self, raw: bytes) -> tuple[Observation, asyncio.Future[None]]:
+        """One message of POST /ingest/v1/batch (its raw JSON): the device payload plus
+        tenant_id, device_id and msg_type (default telemetry)."""
         tenant_id = device_id = None
-        raw = None
         try:
-            if not isinstance(item, dict):
-                raise Rejected(Reason.SCHEMA_INVALID, "each message must be a JSON object")
-            tenant_id, device_id = item.get("tenant_id"), item.get("device_id")
-            msg_type = item.get("msg_type", "telemetry")
-            if not isinstance(tenant_id, str) or not isinstance(device_id, str) or not isinstance(msg_type, str):
-                raise Rejected(Reason.SCHEMA_INVALID, "tenant_id, device_id and msg_type must be strings")
+            item = decode_batch_item(raw)
+            tenant_id, device_id, msg_type = item.tenant_id, item.device_id, item.msg_type
             check_ids(tenant_id, device_id)
             check_msg_type(msg_type)
-            raw = _encoder.encode(item)
             self._check_size(tenant_id, raw)
-            try:
-                payload = msgspec.convert(item, DevicePayload)
-            except msgspec.ValidationError as exc:
-                raise Rejected(Reason.SCHEMA_INVALID, str(exc)) from None
-            return await self._accept("http", tenant_id, device_id, msg_type, payload, None)
+            found, creds = self.devices.peek(tenant_id, device_id)
+            token = self._precheck(tenant_id, device_id, item, None)
+            if not found:
+                creds = await self.devices.get(tenant_id, device_id)
+            return self._finish("http", tenant_id, device_id, msg_type, item, token, creds)
         except Rejected as rej:
             topic = f"tenant/{tenant_id}/device/{device_id}/batch" if tenant_id else None
             self._quarantine("http", rej.reason, tenant_id, device_id, topic, raw)
@@ -137,15 +132,8 @@ class Ingestor:
             payload=body,
         )
 
-    async def _accept(
-        self,
-        source: str,
-        tenant_id: str,
-        device_id: str,
-        msg_type: str,
-        payload: DevicePayload,
-        header_token: str | None,
-    ) -> tuple[Observation, asyncio.Future[None]]:
+    def _precheck(self, tenant_id: str, device_id: str, payload: DevicePayload, header_token: str | None) -> str:
+        """Checks that need no credentials; returns the token to verify."""
         if payload.tenant_id is not None and payload.tenant_id != tenant_id:
             raise Rejected(Reason.TENANT_MISMATCH, "payload tenant_id differs from the topic/path tenant")
         if not payload.site_id:
@@ -156,9 +144,50 @@ class Ingestor:
         token = header_token or payload.provision_token
         if not token:
             raise Rejected(Reason.TOKEN_MISSING, "provision token required")
+        return token
+
+    async def _accept(
+        self,
+        source: str,
+        tenant_id: str,
+        device_id: str,
+        msg_type: str,
+        payload: DevicePayload,
+        header_token: str | None,
+    ) -> tuple[Observation, asyncio.Future[None]]:
+        token = self._precheck(tenant_id, device_id, payload, header_token)
         found, creds = self.devices.peek(tenant_id, device_id)
         if not found:
             creds = await self.devices.get(tenant_id, device_id)
+        return self._finish(source, tenant_id, device_id, msg_type, payload, token, creds)
+
+    def from_mqtt_nowait(self, topic: str, body: bytes) -> tuple[Observation, asyncio.Future[None]] | None:
+        """from_mqtt without awaiting, for the hot path: None when the device's credentials are not
+        cached yet (then call from_mqtt, which loads them). Rejections are quarantined and raised."""
+        tenant_id = device_id = None
+        try:
+            tenant_id, device_id, msg_type = parse_topic(topic)
+            self._check_size(tenant_id, body)
+            payload = decode_payload(body)
+            found, creds = self.devices.peek(tenant_id, device_id)
+            if not found:
+                return None
+            token = self._precheck(tenant_id, device_id, payload, None)
+            return self._finish("mqtt", tenant_id, device_id, msg_type, payload, token, creds)
+        except Rejected as rej:
+            self._quarantine("mqtt", rej.reason, tenant_id, device_id, topic, body)
+            raise
+
+    def _finish(
+        self,
+        source: str,
+        tenant_id: str,
+        device_id: str,
+        msg_type: str,
+        payload: DevicePayload,
+        token: str,
+        creds: DeviceCredentials | None,
+    ) -> tuple[Observation, asyncio.Future[None]]:
         if creds is None:
             raise Rejected(Reason.UNREGISTERED_DEVICE, "device is not registered")
         if creds.status == "revoked" or not creds.tenant_active:

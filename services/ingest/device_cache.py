@@ -59,6 +59,7 @@ class DeviceCache:
         self._loading: dict[_Key, asyncio.Future[DeviceCredentials | None]] = {}
         self.hits = 0
         self.misses = 0
+        self.subscribed = asyncio.Event()  # set once listen() hears invalidations
 
     def peek(self, tenant_id: str, device_id: str) -> tuple[bool, DeviceCredentials | None]:
         """(found, credentials) from memory only; found=False means a database read is needed."""
@@ -92,6 +93,27 @@ class DeviceCache:
         finally:
             del self._loading[key]
 
+    async def preload(self, limit: int) -> int:
+        """Cache up to `limit` active devices in one query, so a restart under load (a broker
+        backlog) does not begin with a database read per device."""
+        if limit <= 0:
+            return 0
+        async with self._db.worker() as conn:
+            rows = await conn.fetch(
+                "SELECT d.tenant_id, d.device_id, d.status, d.site_id, d.token_hash,"
+                " t.status = 'active' AS tenant_active"
+                " FROM devices d JOIN tenants t USING (tenant_id) WHERE d.status = 'active'"
+                " ORDER BY d.updated_at DESC LIMIT $1",
+                limit,
+            )
+        expires = time.monotonic() + self._ttl
+        for r in rows:
+            creds = DeviceCredentials(
+                r["tenant_id"], r["device_id"], r["status"], r["site_id"], r["token_hash"], r["tenant_active"]
+            )
+            self._entries[(r["tenant_id"], r["device_id"])] = (creds, expires)
+        return len(rows)
+
     async def _load(self, tenant_id: str, device_id: str) -> DeviceCredentials | None:
         async with self._db.worker() as conn:
             row = await conn.fetchrow(
@@ -121,6 +143,7 @@ class DeviceCache:
                 await pubsub.subscribe(constants.CHANNEL_DEVICE_CREDENTIALS)
                 # anything could have changed while we were not subscribed
                 self.clear()
+                self.subscribed.set()
                 while not stop.is_set():
                     message = await pubsub.get_message(timeout=0.25)
                     if message is None:
@@ -132,6 +155,7 @@ class DeviceCache:
                         log.warning("ignoring malformed credentials notification")
             except (aioredis.ConnectionError, aioredis.TimeoutError) as exc:
                 log.warning("credentials channel lost; cache cleared, resubscribing", extra={"error": str(exc)})
+                self.subscribed.clear()
                 self.clear()
                 await asyncio.sleep(1.0)
             finally:

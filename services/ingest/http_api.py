@@ -20,7 +20,12 @@ __all__ = ["http_routes"]
 
 log = logging.getLogger("pulse.ingest.http")
 
-_batch_decoder = msgspec.json.Decoder(dict[str, Any])
+
+class _Batch(msgspec.Struct):
+    messages: list[msgspec.Raw]  # each message is checked on its own, from its own bytes
+
+
+_batch_decoder = msgspec.json.Decoder(_Batch)
 
 
 async def _read_limited(request: Request, limit: int) -> bytes | None:
@@ -43,6 +48,24 @@ def _rejection(rej: Rejected, rate_per_s: float) -> Response:
     if rej.reason is Reason.RATE_LIMITED:
         response.headers["Retry-After"] = str(max(1, math.ceil(1 / rate_per_s)))
     return response
+
+
+def _is_json(body: bytes) -> bool:
+    try:
+        msgspec.json.decode(body)
+    except msgspec.DecodeError:
+        return False
+    return True
+
+
+def _device_id_of(raw: msgspec.Raw) -> str | None:
+    """The device_id of a refused batch message, if it has a readable one (for the report)."""
+    try:
+        value = msgspec.json.decode(raw)
+    except msgspec.DecodeError:
+        return None
+    device_id = value.get("device_id") if isinstance(value, dict) else None
+    return device_id if isinstance(device_id, str) else None
 
 
 def http_routes(ingestor: Ingestor, *, max_batch: int, accept_timeout_s: float) -> list[BaseRoute]:
@@ -75,21 +98,19 @@ def http_routes(ingestor: Ingestor, *, max_batch: int, accept_timeout_s: float) 
         if body is None:
             return error_response(413, Reason.PAYLOAD_TOO_LARGE.value, f"batch body over {limit} bytes")
         try:
-            doc = _batch_decoder.decode(body)
+            messages = _batch_decoder.decode(body).messages
         except msgspec.DecodeError as exc:
-            return error_response(400, Reason.MALFORMED_JSON.value, str(exc))
-        messages = doc.get("messages")
-        if not isinstance(messages, list):
-            return error_response(400, Reason.SCHEMA_INVALID.value, 'expected {"messages": [...]}')
+            reason = Reason.MALFORMED_JSON if not _is_json(body) else Reason.SCHEMA_INVALID
+            return error_response(400, reason.value, f'expected {{"messages": [...]}}: {exc}')
         if len(messages) > max_batch:
             return error_response(413, Reason.PAYLOAD_TOO_LARGE.value, f"at most {max_batch} messages per batch")
         results: list[dict[str, Any]] = []
         waits: list[asyncio.Future[None]] = []
         for index, item in enumerate(messages):
-            device_id = item.get("device_id") if isinstance(item, dict) else None
             try:
-                obs, published = await ingestor.from_batch_item(item)
+                obs, published = await ingestor.from_batch_item(bytes(item))
             except Rejected as rej:
+                device_id = _device_id_of(item)
                 results.append(
                     {
                         "index": index,

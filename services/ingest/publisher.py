@@ -1,7 +1,7 @@
 """Accepted observations onto `pulse:observations` in pipelined batches.
 
 `add()` queues an encoded entry and returns the future of the batch it joins; the future
-resolves once Redis has the entry (XADD done). While Redis is away the batch is retried with
+resolves once Redis has the entry (XADD done; a batch is one script call). While Redis is away the batch is retried with
 backoff — nothing is dropped; callers wait (MQTT: the broker's in-flight window fills and it
 stops sending; HTTP: the request times out with 503 and the device retries).
 """
@@ -15,12 +15,14 @@ import time
 import redis.asyncio as aioredis
 from prometheus_client import Histogram
 
+from services.common.bus import publish_encoded
+
 __all__ = ["ObservationPublisher"]
 
 log = logging.getLogger("pulse.ingest.publisher")
 
 _BATCH = Histogram(
-    "pulse_ingest_publish_batch_size", "Entries per XADD pipeline", buckets=(1, 10, 50, 100, 250, 500, 1000)
+    "pulse_ingest_publish_batch_size", "Entries per publish round trip", buckets=(1, 10, 50, 100, 250, 500, 1000)
 )
 
 
@@ -51,10 +53,7 @@ class ObservationPublisher:
         backoff = 0.1
         while True:
             try:
-                pipe = self._redis.pipeline(transaction=False)
-                for data in items:
-                    pipe.xadd(self._stream, {"data": data}, maxlen=self._maxlen, approximate=True)
-                await pipe.execute()
+                await publish_encoded(self._redis, self._stream, items, maxlen=self._maxlen)
                 return
             except (aioredis.ConnectionError, aioredis.TimeoutError) as exc:
                 log.warning("redis unavailable; retrying publish", extra={"entries": len(items), "error": str(exc)})

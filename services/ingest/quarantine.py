@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import logging
 from datetime import UTC, datetime
 
 from prometheus_client import Counter
 
 from services.common.db import Database
+from services.common.lifecycle import sleep_or_stop
 from services.ingest.reasons import Reason
 from services.ingest.tenant_settings import IngestPolicy
 
@@ -110,5 +110,4 @@ class Quarantine:
                 log.warning("quarantine flush failed; will retry", extra={"error": repr(exc), "pending": self.pending})
             if stop.is_set():
                 return
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), interval_s)
+            await sleep_or_stop(stop, interval_s)

@@ -29,6 +29,7 @@ class IngestSettings(CommonSettings):
     store_rejects: bool = env("PULSE_INGEST_STORE_REJECTS", True)
     settings_refresh_s: float = env("PULSE_INGEST_SETTINGS_REFRESH_S", 2.0, minimum=0.1)
     credential_ttl_s: float = env("PULSE_INGEST_CREDENTIAL_TTL_S", 30.0, minimum=0)
+    preload_devices: int = env("PULSE_INGEST_PRELOAD_DEVICES", 100_000, minimum=0)
     http_max_batch: int = env("PULSE_INGEST_HTTP_MAX_BATCH", 1000, minimum=1)
     accept_timeout_s: float = env("PULSE_INGEST_ACCEPT_TIMEOUT_S", 5.0, minimum=0.1)
     telemetry_backend: str = env("PULSE_TELEMETRY_BACKEND", "postgres", expects="postgres|influxdb3")

@@ -9,7 +9,6 @@ A process running with PULSE_MODE=PROD is PROD whatever the table says.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import logging
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from typing import Any
 
 from services.common.config import Mode
 from services.common.db import Database
+from services.common.lifecycle import sleep_or_stop
 
 __all__ = ["IngestPolicy", "TenantSettings"]
 
@@ -117,5 +117,4 @@ class TenantSettings:
                 await self.refresh()
             except Exception as exc:
                 log.warning("settings refresh failed; keeping current settings", extra={"error": repr(exc)})
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), refresh_s)
+            await sleep_or_stop(stop, refresh_s)
