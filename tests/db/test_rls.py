@@ -115,6 +115,13 @@ async def seed_tenant(conn: asyncpg.Connection, t: str) -> None:
         t,
     )
     await conn.execute("INSERT INTO settings (tenant_id, key, value) VALUES ($1, 'stale_after_s', '120')", t)
+    await conn.execute(
+        "INSERT INTO telemetry (tenant_id, device_id, site_id, kind, ts, received_at, obs_id, seq, metrics)"
+        " VALUES ($1, 'dev-1', 'site-1', 'telemetry', '2025-01-01T00:00:00Z', '2025-01-01T00:00:01Z', $2, 1, $3)",
+        t,
+        f"obs-{t}",
+        json.dumps({"temp_c": 21.5}),
+    )
 
 
 async def seed_global(conn: asyncpg.Connection) -> None:
@@ -348,9 +355,9 @@ async def test_customer_role_without_tenant_setting_reads_nothing(
 async def test_roles_are_not_privileged(admin_conn: asyncpg.Connection) -> None:
     rows = await admin_conn.fetch(
         "SELECT rolname, rolsuper, rolbypassrls, rolcreaterole, rolcreatedb FROM pg_roles WHERE rolname = ANY($1)",
-        [*ROLES, constants.DB_ROLE_OWNER, constants.DB_ROLE_SERVICE],
+        [*ROLES, constants.DB_ROLE_ADMIN, constants.DB_ROLE_OWNER, constants.DB_ROLE_SERVICE],
     )
-    assert len(rows) == 5
+    assert len(rows) == 6
     for r in rows:
         assert not (r["rolsuper"] or r["rolbypassrls"] or r["rolcreaterole"] or r["rolcreatedb"]), dict(r)
     # nothing is granted to PUBLIC on any table
@@ -405,7 +412,7 @@ async def test_worker_writes_what_the_pipeline_needs_for_any_tenant(db: Database
             await conn.execute("DELETE FROM integrations")
 
 
-@pytest.mark.parametrize("role", ROLES)
+@pytest.mark.parametrize("role", [*ROLES, constants.DB_ROLE_ADMIN])
 async def test_roles_cannot_truncate_or_create_tables(db_urls, seeded: asyncpg.Connection, role: str) -> None:
     conn = await asyncpg.connect(db_urls.service)
     try:
@@ -468,6 +475,40 @@ async def test_operator_cannot_write_tenant_tables_or_read_secrets(
                 await conn.execute(statement)
     assert {t: await tenant_counts(seeded, t) for t in tables} == before
     # failed operator transactions roll their audit row back with them; the successful one stays
+    assert await seeded.fetchval("SELECT count(*) FROM operator_audit_log") == 1
+
+
+async def test_admin_role_provisions_across_tenants_but_only_that(db: Database, seeded: asyncpg.Connection) -> None:
+    tables = await tenant_tables(seeded)
+    async with db.admin("admin-key:test", "provision", target_tenant_id=B) as conn:
+        assert await conn.fetchval("SELECT current_user") == constants.DB_ROLE_ADMIN
+        for table in ("tenants", "devices", "device_token_history", "settings"):
+            assert await tenant_counts(conn, table) == await tenant_counts(seeded, table), table
+        await conn.execute("INSERT INTO tenants (tenant_id, name) VALUES ('tenant-c', 'C')")
+        await conn.execute("INSERT INTO devices (tenant_id, device_id, site_id) VALUES ($1, 'dev-9', 's')", B)
+        await conn.execute("UPDATE devices SET status = 'revoked', revoked_at = now() WHERE tenant_id = $1", A)
+        await conn.execute("UPDATE device_token_history SET retired_at = now(), reason = 'revoked'")
+        await conn.execute("UPDATE settings SET value = '60' WHERE tenant_id IS NULL")
+    assert await seeded.fetchval("SELECT count(*) FROM devices WHERE status = 'revoked'") == 2
+    rows = await seeded.fetch("SELECT actor, action, target_tenant_id FROM operator_audit_log")
+    assert [tuple(r.values()) for r in rows] == [("admin-key:test", "provision", B)]
+    # nothing else: no other tenant table, no deletes of tenants, devices or token history, no audit reads
+    denied = [
+        f"SELECT count(*) FROM {t}"
+        for t in tables
+        if t not in {"tenants", "devices", "device_token_history", "settings"}
+    ]
+    denied += [
+        "DELETE FROM tenants",
+        "DELETE FROM devices",
+        "DELETE FROM device_token_history",
+        "SELECT count(*) FROM operator_audit_log",
+        "UPDATE operator_audit_log SET actor = 'nobody'",
+    ]
+    for statement in denied:
+        with pytest.raises(asyncpg.exceptions.InsufficientPrivilegeError, match="permission denied"):
+            async with db.admin("admin-key:test", "tamper") as conn:
+                await conn.execute(statement)
     assert await seeded.fetchval("SELECT count(*) FROM operator_audit_log") == 1
 
 
