@@ -358,9 +358,10 @@ def test_the_dependency_graph_has_no_cycles() -> None:
 # ------------------------------------------------------------------ compose: ports and configuration
 
 
-def test_only_ui_and_ingest_publish_ports() -> None:
+def test_only_device_and_user_facing_services_publish_ports() -> None:
     published = {name: svc["ports"] for name, svc in services().items() if svc.get("ports")}
-    assert set(published) == {"ui", "ingest"}
+    assert set(published) == {"ui", "ingest", "mosquitto"}
+    assert published["mosquitto"] == [f"{env_file()['MQTT_HOST_PORT']}:1883"]
     http_port = env_file()["PULSE_HTTP_PORT"]
     assert published["ui"] == [f"8080:{http_port}"]
     assert published["ingest"] == [f"8081:{http_port}"]
