@@ -17,6 +17,7 @@ from services.common.db import Database
 from services.common.http import ops_routes, serve
 from services.common.lifecycle import run_main
 from services.common.logging import setup_logging
+from services.common.telemetry import TelemetryStore, open_store
 from services.ingest.activation import Activation
 from services.ingest.core import Ingestor
 from services.ingest.device_cache import DeviceCache
@@ -26,6 +27,7 @@ from services.ingest.publisher import ObservationPublisher
 from services.ingest.quarantine import Quarantine
 from services.ingest.settings import IngestSettings
 from services.ingest.tenant_settings import IngestPolicy, TenantSettings
+from services.ingest.writer import TelemetryWriter
 
 __all__ = ["build", "main"]
 
@@ -35,8 +37,12 @@ log = logging.getLogger("pulse.ingest")
 class IngestService:
     """Everything one ingest process runs; `run(stop)` until stopped, then drain and close."""
 
-    def __init__(self, settings: IngestSettings, db: Database, r: aioredis.Redis) -> None:
+    def __init__(
+        self, settings: IngestSettings, db: Database, r: aioredis.Redis, store: TelemetryStore | None = None
+    ) -> None:
         self.settings = settings
+        self.store = store
+        self.writer = TelemetryWriter(r, store, stream=settings.streams.observations) if store is not None else None
         self.db = db
         self.redis = r
         base = IngestPolicy(
@@ -106,13 +112,27 @@ class IngestService:
         log.info("device credentials preloaded", extra={"devices": count})
 
     def _extra_tasks(self, stop: asyncio.Event) -> list[asyncio.Task[None]]:
-        return []
+        return [asyncio.create_task(self.writer.run(stop))] if self.writer is not None else []
+
+    async def close(self) -> None:
+        if self.store is not None:
+            await self.store.close()
+        await self.redis.aclose()
+        await self.db.close()
 
 
 async def build(settings: IngestSettings) -> IngestService:
     db = await Database.connect(settings.database_url, max_size=settings.db_pool_max)
     r = aioredis.from_url(settings.redis_url)
-    return IngestService(settings, db, r)
+    store = None
+    if settings.telemetry_writer:  # its own pool: bulk writes never starve credential lookups
+        store = await open_store(
+            settings.telemetry_backend,
+            database_url=settings.database_url,
+            influxdb3_url=settings.influxdb3_url or None,
+            influxdb3_token=settings.influxdb3_token.get() if settings.influxdb3_token else None,
+        )
+    return IngestService(settings, db, r, store)
 
 
 def main() -> None:
@@ -137,8 +157,7 @@ def main() -> None:
         try:
             await service.run(stop)
         finally:
-            await service.redis.aclose()
-            await service.db.close()
+            await service.close()
         log.info("ingest stopped", extra={"accepted": service.ingestor.accepted})
 
     run_main(run, grace_s=settings.shutdown_grace_s)

@@ -34,12 +34,16 @@ class IngestSettings(CommonSettings):
     accept_timeout_s: float = env("PULSE_INGEST_ACCEPT_TIMEOUT_S", 5.0, minimum=0.1)
     telemetry_backend: str = env("PULSE_TELEMETRY_BACKEND", "postgres", expects="postgres|influxdb3")
     telemetry_writer: bool = env("PULSE_INGEST_TELEMETRY_WRITER", True)
+    influxdb3_url: str = env("PULSE_INFLUXDB3_URL", "")
+    influxdb3_token: Secret | None = env("PULSE_INFLUXDB3_TOKEN", None)
     http_port: int = env("PULSE_HTTP_PORT", 8081, minimum=0)
 
     def check(self) -> list[tuple[str, str]]:
         problems = super().check()
         if self.telemetry_backend not in ("postgres", "influxdb3"):
             problems.append(("PULSE_TELEMETRY_BACKEND", f"expected postgres|influxdb3, got {self.telemetry_backend!r}"))
+        if self.telemetry_writer and self.telemetry_backend == "influxdb3" and not self.influxdb3_url:
+            problems.append(("PULSE_INFLUXDB3_URL", "is required when PULSE_TELEMETRY_BACKEND=influxdb3"))
         if "#" in self.mqtt_shared_group or "+" in self.mqtt_shared_group or "/" in self.mqtt_shared_group:
             problems.append(("PULSE_INGEST_MQTT_SHARED_GROUP", "must not contain / + or #"))
         return problems
@@ -55,7 +59,7 @@ class IngestSettings(CommonSettings):
             **super().summary(),
             "mqtt_subscription": self.subscription,
             "mqtt_receive_max": self.mqtt_receive_max,
-            "telemetry_backend": self.telemetry_backend,
+            "telemetry_backend": self.telemetry_backend if self.telemetry_writer else "off",
             "rate_per_s": self.rate_per_s,
             "burst": self.burst,
             "max_payload_bytes": self.max_payload_bytes,

@@ -19,9 +19,8 @@ import redis.asyncio as aioredis
 
 from services.common.config import load
 from services.common.credentials import hash_secret, new_device_token
-from services.common.db import Database
 from services.devstack import MosquittoServer, RedisServer, free_port
-from services.ingest.__main__ import IngestService
+from services.ingest.__main__ import IngestService, build
 from services.ingest.settings import IngestSettings
 from tests.conftest import DbUrls
 
@@ -122,10 +121,8 @@ def ingest_env(
 async def running_ingest(
     env: dict[str, str], admin: asyncpg.Connection, r: aioredis.Redis, fleet: Fleet
 ) -> AsyncIterator[Ingest]:
-    settings = load(IngestSettings, env)
-    db = await Database.connect(settings.database_url, max_size=5)
-    service_redis = aioredis.from_url(settings.redis_url)
-    service = IngestService(settings, db, service_redis)
+    settings = load(IngestSettings, {"PULSE_DB_POOL_MAX": "5", **env})
+    service = await build(settings)
     stop = asyncio.Event()
     task = asyncio.create_task(service.run(stop))
     base_url = f"http://127.0.0.1:{settings.http_port}"
@@ -137,8 +134,7 @@ async def running_ingest(
     finally:
         stop.set()
         await asyncio.wait_for(task, 30)
-        await service_redis.aclose()
-        await db.close()
+        await service.close()
 
 
 async def _healthy(client: httpx.AsyncClient, base_url: str) -> bool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.conftest import DbUrls
-from tests.ingest.conftest import Fleet, ingest_env, mqtt_client, running_ingest
+from tests.ingest.conftest import Fleet, eventually, ingest_env, mqtt_client, running_ingest
 
 pytestmark = pytest.mark.integration
 
@@ -52,3 +52,24 @@ async def test_messages_sent_while_ingest_is_down_arrive_after_restart(
     async with running_ingest(env, admin_conn, redis_client, fleet) as ingest:
         observations = await ingest.wait_observations(50)
     assert sorted(o["seq"] for o in observations) == list(range(50))
+
+
+async def test_accepted_messages_reach_the_telemetry_store_once(
+    db_urls: DbUrls, redis_server, mqtt_server, admin_conn, redis_client, fleet: Fleet
+) -> None:
+    env = ingest_env(db_urls, redis_server, mqtt_server, PULSE_INGEST_TELEMETRY_WRITER="true")
+    async with running_ingest(env, admin_conn, redis_client, fleet) as ingest:
+        async with mqtt_client(ingest.mqtt_url) as client:
+            for seq in range(30):
+                body = ingest.payload("tenant-a", "dev-1", seq=seq, ts=f"2026-11-23T10:00:{seq:02d}Z")
+                await client.publish("tenant/tenant-a/device/dev-1/telemetry", body, qos=1)
+                if seq == 0:  # the same message twice (a QoS 1 redelivery)
+                    await client.publish("tenant/tenant-a/device/dev-1/telemetry", body, qos=1)
+        await ingest.wait_observations(31)
+        store = ingest.service.store
+        assert store is not None
+        readings = await eventually(
+            lambda: store.recent("tenant-a", "dev-1", limit=100), lambda rows: len(rows) >= 30, timeout=15
+        )
+        assert len(readings) == 30  # the duplicate is stored once
+        assert await store.latest("tenant-a", "dev-1") == {"temp_c": 21.5, "humidity": 40.0, "door_open": 0.0}
