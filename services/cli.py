@@ -79,7 +79,8 @@ def cmd_dev(args: argparse.Namespace) -> int:
     from services.devstack.stack import DevPorts, run_dev
 
     ports = DevPorts(postgres=args.pg_port, redis=args.redis_port, mqtt=args.mqtt_port, http_base=args.http_port)
-    return run_dev(Path(args.data_dir), ports)
+    fleet = None if args.no_fleet else (args.fleet_tenants, args.fleet_devices)
+    return run_dev(Path(args.data_dir), ports, fleet=fleet)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -95,7 +96,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pg-port", type=int, default=55432)
     p.add_argument("--redis-port", type=int, default=56379)
     p.add_argument("--mqtt-port", type=int, default=51883)
-    p.add_argument("--http-port", type=int, default=8080, help="first service HTTP port")
+    p.add_argument("--http-port", type=int, default=8080, help="ui port; ingest gets the next, and so on")
+    p.add_argument("--fleet-tenants", type=int, default=1, help="simulated fleet: tenants")
+    p.add_argument("--fleet-devices", type=int, default=3, help="simulated fleet: devices per tenant")
+    p.add_argument("--no-fleet", action="store_true", help="do not run the device simulator")
     p.set_defaults(func=cmd_dev)
     return parser
 

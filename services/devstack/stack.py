@@ -13,10 +13,12 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 from services.common import constants
+from services.common.config import DEFAULT_ADMIN_KEY
 from services.common.migrations import migrate
 from services.devstack.servers import MosquittoServer, PostgresServer, RedisServer
 
@@ -46,11 +48,42 @@ def built_services() -> list[str]:
     return [name for name, pkg in constants.SERVICES.items() if is_built(pkg)]
 
 
+# the ui and ingest keep the ports compose publishes (8080, 8081); the rest follow
+_PORT_ORDER = ["ui", "ingest", "evaluator", "dispatcher", "delivery_worker", "ptp-consumer", "energy-ws", "ca-gateway"]
+
+
+def _service_ports(names: list[str], base: int) -> dict[str, int]:
+    return {name: base + _PORT_ORDER.index(name) for name in names}
+
+
+def _spawn(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("ab") as out:
+        return subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def _wait_ready(port: int, children: list[tuple[str, subprocess.Popen[bytes]]], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(p.poll() is not None for _, p in children):
+            return False
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as response:
+                if response.status == 200:
+                    return True
+        except OSError:
+            pass
+        time.sleep(0.2)
+    return False
+
+
 def _say(msg: str) -> None:
     print(f"[pulse dev] {msg}", flush=True)
 
 
-def run_dev(root: Path, ports: DevPorts, *, services: list[str] | None = None) -> int:
+def run_dev(
+    root: Path, ports: DevPorts, *, services: list[str] | None = None, fleet: tuple[int, int] | None = (1, 3)
+) -> int:
+    """Run until Ctrl-C; `fleet` = (tenants, devices per tenant) of the simulated fleet, None for none."""
     root.mkdir(parents=True, exist_ok=True)
     pg = PostgresServer(root / "postgres", ports.postgres)
     rd = RedisServer(root / "redis", ports.redis)
@@ -86,20 +119,61 @@ def run_dev(root: Path, ports: DevPorts, *, services: list[str] | None = None) -
             "PULSE_REDIS_URL": rd.url(),
             "PULSE_MQTT_URL": mq.url(),
             "PULSE_TELEMETRY_BACKEND": "postgres",
+            "PULSE_ADMIN_KEYS": DEFAULT_ADMIN_KEY,
+            "PULSE_HTTP_HOST": "127.0.0.1",
         }
         names = built_services() if services is None else services
-        for n, name in enumerate(names):
-            port = ports.http_base + n
-            proc = subprocess.Popen(
+        service_ports = _service_ports(names, ports.http_base)
+        logs = root / "logs"
+        logs.mkdir(exist_ok=True)
+        for name in names:
+            port = service_ports[name]
+            proc = _spawn(
                 [sys.executable, "-m", f"services.{constants.SERVICES[name]}"],
-                env={**env, "PULSE_HTTP_PORT": str(port)},
-                start_new_session=True,
+                {**env, "PULSE_HTTP_PORT": str(port)},
+                logs / f"{name}.log",
             )
             children.append((name, proc))
-            _say(f"{name} started (pid {proc.pid}, http://127.0.0.1:{port})")
+            _say(f"{name} started (pid {proc.pid}, http://127.0.0.1:{port}, log: {logs / f'{name}.log'})")
+        for name in names:
+            if not _wait_ready(service_ports[name], children, timeout=60):
+                _say(f"{name} did not become ready; see {logs / f'{name}.log'}")
+                stopping = True
+        if fleet and not stopping and {"ui", "ingest"} <= set(names):
+            sim = _spawn(
+                [
+                    sys.executable,
+                    "-m",
+                    "simulator.devices",
+                    "--tenants",
+                    str(fleet[0]),
+                    "--devices",
+                    str(fleet[1]),
+                    "--rate",
+                    "0.5",
+                    "--duration",
+                    "0",
+                    "--admin-url",
+                    f"http://127.0.0.1:{service_ports['ui']}",
+                    "--ingest-url",
+                    f"http://127.0.0.1:{service_ports['ingest']}",
+                    "--mqtt-url",
+                    mq.url(),
+                    "--admin-key",
+                    DEFAULT_ADMIN_KEY,
+                ],
+                env,
+                logs / "simulator.log",
+            )
+            children.append(("simulator", sim))
+            _say(f"simulated fleet started: {fleet[0]} tenant(s) x {fleet[1]} devices (log: {logs / 'simulator.log'})")
         _say("platform is up. Connect with:")
         for var in ("PULSE_DATABASE_URL", "PULSE_REDIS_URL", "PULSE_MQTT_URL"):
             _say(f"  {var}={env[var]}")
+        if "ui" in service_ports:
+            _say(f"  admin API: http://127.0.0.1:{service_ports['ui']}/api/admin  (X-Admin-Key: {DEFAULT_ADMIN_KEY})")
+        if "ingest" in service_ports:
+            _say(f"  device HTTP ingest: http://127.0.0.1:{service_ports['ingest']}/ingest/v1/...")
         if not names:
             _say("no Pulse services are built yet; the servers above are ready for them")
         _say("press Ctrl-C to stop")
