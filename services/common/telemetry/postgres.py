@@ -141,7 +141,10 @@ class PostgresTelemetryStore:
 
     async def _ensure_partitions(self, days: Iterable[date]) -> None:
         today = self._today()
-        wanted = {d for d in days if today - self._past <= d <= today + self._future} - self._days
+        wanted = {d for d in days if today - self._past <= d <= today + self._future}
+        # today and the next days too, so that midnight finds its partition already there
+        wanted.update(today + timedelta(days=i) for i in range(self._future.days + 1))
+        wanted -= self._days
         if not wanted:
             return
         async with self._partition_lock:
