@@ -104,8 +104,8 @@ async def wait_len(r: aioredis.Redis, n: int, limit_s: float, what: str) -> None
 
 
 async def stream_rate(r: aioredis.Redis) -> float:
-    first = await r.xrange(STREAM, count=1)
-    last = await r.xrevrange(STREAM, count=1)
+    first: Any = await r.xrange(STREAM, count=1)
+    last: Any = await r.xrevrange(STREAM, count=1)
     n = await r.xlen(STREAM)
     t0 = int(first[0][0].split(b"-")[0])
     t1 = int(last[0][0].split(b"-")[0])
@@ -116,7 +116,7 @@ async def seq_times(r: aioredis.Redis) -> dict[int, int]:
     out: dict[int, int] = {}
     cursor = "-"
     while True:
-        batch = await r.xrange(STREAM, min=cursor, count=10_000)
+        batch: Any = await r.xrange(STREAM, min=cursor, count=10_000)
         for entry_id, fields in batch:
             out[json.loads(fields[b"data"])["seq"]] = int(entry_id.split(b"-")[0])
         if len(batch) < 10_000:

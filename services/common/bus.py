@@ -181,6 +181,8 @@ class StreamConsumer:
         self.stats = ConsumerStats()
         self._labels = (config.stream, config.group)
         self._next_claim = 0.0
+        # while the handler's dependency is down, redeliveries are ours, not a crashing entry's
+        self._dependency_down = False
 
     async def ensure_group(self) -> None:
         try:
@@ -215,6 +217,7 @@ class StreamConsumer:
                     await self._process(raw)
                 backoff = 0.0
             except RetryLater as exc:
+                self._dependency_down = True
                 backoff = min(max(backoff * 2, 0.5), 10.0)
                 log.warning("handler asked to retry later", extra={"stream": cfg.stream, "error": str(exc)})
             except (aioredis.ConnectionError, aioredis.TimeoutError) as exc:
@@ -244,7 +247,8 @@ class StreamConsumer:
             if raw:
                 self.stats.reclaimed += len(raw)
                 _RECLAIMED.labels(*self._labels).inc(len(raw))
-                raw = await self._drop_crashers(raw)
+                if not self._dependency_down:
+                    raw = await self._drop_crashers(raw)
                 await self._process(raw)
                 any_handled = True
             if start == "0-0":
@@ -301,6 +305,7 @@ class StreamConsumer:
             )
             await self._one_by_one(entries)
             return
+        self._dependency_down = False
         await self._ack([e.id for e in entries])
 
     async def _one_by_one(self, entries: list[Entry]) -> None:
@@ -323,6 +328,7 @@ class StreamConsumer:
                     await self._dead_letter(entry.id, {b"data": encode(entry.data)}, repr(exc), failures)
                 # else: stays pending; taken over again after claim_idle_ms
             else:
+                self._dependency_down = False
                 await self._ack([entry.id])
 
     async def _ack(self, ids: list[str]) -> None:

@@ -153,6 +153,8 @@ def run_dev(
                     "0.5",
                     "--duration",
                     "0",
+                    "--wait",
+                    "30",
                     "--admin-url",
                     f"http://127.0.0.1:{service_ports['ui']}",
                     "--ingest-url",

@@ -181,12 +181,17 @@ async def test_retry_later_keeps_entries_pending_without_counting_failures(redis
             raise RetryLater("store unavailable")
         stored.extend(e.data["seq"] for e in entries)
 
-    cfg = ConsumerConfig(STREAM, GROUP, "c1", block_ms=50, claim_idle_ms=200, claim_interval_s=0.1, max_failures=1)
+    # redelivered far more often than max_deliveries while the store is down: still not a "crasher"
+    cfg = ConsumerConfig(
+        STREAM, GROUP, "c1", block_ms=50, claim_idle_ms=100, claim_interval_s=0.05, max_failures=1, max_deliveries=2
+    )
     consumer = StreamConsumer(redis_client, cfg, handler)
     stop = asyncio.Event()
     task = asyncio.create_task(consumer.run(stop))
-    await asyncio.sleep(1.0)
+    await asyncio.sleep(2.0)
     assert stored == [] and await pending_count(redis_client) == 20
+    pending = await redis_client.xpending_range(STREAM, GROUP, min="-", max="+", count=20)
+    assert max(p["times_delivered"] for p in pending) > cfg.max_deliveries
     store_up = True
 
     async def drained() -> bool:
