@@ -3,7 +3,7 @@
 VENV := .venv/bin
 PYTEST_ARGS ?=
 
-.PHONY: help bootstrap dev test test-unit lint format constraints clean
+.PHONY: help bootstrap dev test test-unit lint format constraints clean bench bench-ingest
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -28,6 +28,11 @@ lint: bootstrap  ## ruff lint + format check, mypy
 format: bootstrap  ## apply ruff fixes and formatting
 	$(VENV)/ruff check --fix .
 	$(VENV)/ruff format .
+
+bench: bench-ingest  ## run every benchmark (results in bench/results/)
+
+bench-ingest: bootstrap  ## ingest MQTT/HTTP throughput vs a bare-subscriber baseline, latency, 5-min memory soak
+	$(VENV)/python -m bench.ingest
 
 constraints:  ## re-pin constraints.txt from the current .venv
 	{ printf '# Pinned versions for repeatable installs: pip install -c constraints.txt -e ".[dev]"\n# Regenerate with: make constraints\n'; \
