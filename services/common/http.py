@@ -11,15 +11,43 @@ from typing import Any
 import uvicorn
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 from starlette.applications import Starlette
+from starlette.datastructures import Headers, MutableHeaders
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["ReadinessCheck", "error_response", "ops_routes", "serve"]
+from services.common.logging import correlation
+
+__all__ = ["CorrelationMiddleware", "ReadinessCheck", "error_response", "ops_routes", "serve"]
 
 log = logging.getLogger("pulse.http")
 
 ReadinessCheck = Callable[[], Awaitable[Any]]
+
+
+class CorrelationMiddleware:
+    """Tag each request's log lines with a correlation id: the caller's X-Request-ID (if sane)
+    or a new one; echoed back in the X-Request-ID response header."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = Headers(scope=scope).get("x-request-id", "")
+        cid = given if 0 < len(given) <= 128 and given.isprintable() else None
+
+        with correlation(cid) as value:
+
+            async def send_with_id(message: Message) -> None:
+                if message["type"] == "http.response.start":
+                    MutableHeaders(scope=message).append("X-Request-ID", value)
+                await send(message)
+
+            await self.app(scope, receive, send_with_id)
 
 
 def error_response(status: int, code: str, detail: str) -> JSONResponse:

@@ -9,12 +9,13 @@ import sys
 import asyncpg
 import redis.asyncio as aioredis
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.routing import Route
 
 from services.common import __version__
 from services.common.config import ConfigError, Mode, load
 from services.common.db import Database
-from services.common.http import ops_routes, serve
+from services.common.http import CorrelationMiddleware, ops_routes, serve
 from services.common.lifecycle import run_main
 from services.common.logging import setup_logging
 from services.common.telemetry import TelemetryStore, open_store
@@ -67,7 +68,7 @@ class IngestService:
             Route("/api/device/activate", self.activation.endpoint, methods=["POST"]),
             *ops_routes({"postgres": db.ping, "redis": r.ping, "mqtt": self._mqtt_ready}),
         ]
-        self.app = Starlette(routes=routes)
+        self.app = Starlette(routes=routes, middleware=[Middleware(CorrelationMiddleware)])
 
     async def _mqtt_ready(self) -> bool:
         return self.mqtt.connected.is_set()

@@ -7,11 +7,12 @@ from collections.abc import Callable
 import redis.asyncio as aioredis
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 
 from services.common.db import Database
-from services.common.http import error_response, ops_routes
+from services.common.http import CorrelationMiddleware, error_response, ops_routes
 from services.ui.admin import admin_mount
 from services.ui.admin.api import ApiError
 from services.ui.settings import UiSettings
@@ -51,5 +52,6 @@ def create_app(
     ]
     return Starlette(
         routes=routes,
+        middleware=[Middleware(CorrelationMiddleware)],
         exception_handlers={ApiError: _api_error, HTTPException: _http_error, Exception: _internal_error},
     )

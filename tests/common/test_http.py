@@ -1,15 +1,21 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import httpx
 import pytest
 import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry, Counter
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
 
 from services.common.db import Database
-from services.common.http import ops_routes, serve
+from services.common.http import CorrelationMiddleware, ops_routes, serve
+from services.common.logging import correlation_id
 from services.devstack import free_port
 
 pytestmark = pytest.mark.integration
@@ -55,3 +61,19 @@ async def test_health_ready_and_metrics_over_real_http(db: Database, redis_clien
         stop.set()
         await asyncio.gather(*servers)
         await down.aclose()
+
+
+async def test_requests_carry_a_correlation_id_and_echo_it() -> None:
+    seen: list[str | None] = []
+
+    async def hello(_: Request) -> PlainTextResponse:
+        seen.append(correlation_id())
+        logging.getLogger("pulse.test").info("handled")  # this line carries the id (JsonFormatter)
+        return PlainTextResponse("hi")
+
+    app = Starlette(routes=[Route("/", hello)], middleware=[Middleware(CorrelationMiddleware)])
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+        given = await client.get("/", headers={"X-Request-ID": "req-abc"})
+        fresh = await client.get("/")
+    assert given.headers["x-request-id"] == "req-abc" and seen[0] == "req-abc"
+    assert fresh.headers["x-request-id"] == seen[1] and len(seen[1] or "") == 32
