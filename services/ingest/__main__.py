@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sys
 
 import asyncpg
 import redis.asyncio as aioredis
@@ -12,12 +11,10 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import Route
 
-from services.common import __version__
-from services.common.config import ConfigError, Mode, load
+from services.common.config import Mode
 from services.common.db import Database
 from services.common.http import CorrelationMiddleware, ops_routes, serve
-from services.common.lifecycle import run_main
-from services.common.logging import setup_logging
+from services.common.service import service_main
 from services.common.telemetry import TelemetryStore, open_store
 from services.ingest.activation import Activation
 from services.ingest.core import Ingestor
@@ -30,7 +27,7 @@ from services.ingest.settings import IngestSettings
 from services.ingest.tenant_settings import IngestPolicy, TenantSettings
 from services.ingest.writer import TelemetryWriter
 
-__all__ = ["build", "main"]
+__all__ = ["IngestService", "build", "main", "run"]
 
 log = logging.getLogger("pulse.ingest")
 
@@ -136,32 +133,17 @@ async def build(settings: IngestSettings) -> IngestService:
     return IngestService(settings, db, r, store)
 
 
-def main() -> None:
-    setup_logging("ingest")
+async def run(settings: IngestSettings, stop: asyncio.Event) -> None:
+    service = await build(settings)
     try:
-        settings = load(IngestSettings)
-    except ConfigError as exc:
-        log.error(str(exc))
-        sys.exit(2)
-    setup_logging("ingest", settings.log_level)
+        await service.run(stop)
+    finally:
+        await service.close()
+    log.info("ingest totals", extra={"accepted": service.ingestor.accepted, "mqtt_received": service.mqtt.received})
 
-    async def run(stop: asyncio.Event) -> None:
-        service = await build(settings)
-        log.info(
-            "ingest starting",
-            extra={
-                "version": __version__,
-                "config": settings.summary(),
-                "listen": f"http://{settings.http_host}:{settings.http_port}",
-            },
-        )
-        try:
-            await service.run(stop)
-        finally:
-            await service.close()
-        log.info("ingest stopped", extra={"accepted": service.ingestor.accepted})
 
-    run_main(run, grace_s=settings.shutdown_grace_s)
+def main() -> None:
+    service_main("ingest", IngestSettings, run)
 
 
 if __name__ == "__main__":

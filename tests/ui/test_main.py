@@ -63,7 +63,7 @@ async def test_ui_process_logs_its_start_up_serves_the_admin_api_and_stops_on_si
     assert all(line["service"] == "ui" for line in lines)
     start = next(line for line in lines if line["msg"] == "ui starting")
     assert start["version"] == __version__ and start["listen"] == f"http://127.0.0.1:{port}"
-    assert start["settings"]["admin_keys"] == 2 and start["settings"]["activation_ttl_s"] == 900
+    assert start["config"]["admin_keys"] == 2 and start["config"]["activation_ttl_s"] == 900
     assert any(line["msg"] == "admin request refused" for line in lines)
     assert lines[-1]["msg"] == "ui stopped"
     for secret in (KEY_A, KEY_B, "guess"):
