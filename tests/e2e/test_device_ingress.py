@@ -57,3 +57,20 @@ async def test_provision_activate_send_rotate_revoke(ui: UiServer, ingest: Inges
     detail = (await admin.get("/api/admin/devices/acme/meter-7")).json()
     assert detail["status"] == "revoked"
     assert [h["reason"] for h in detail["token_history"]].count("rotated") >= 1
+
+
+async def test_ingest_applies_a_tenant_override_set_through_the_api(ui: UiServer, ingest: Ingest) -> None:
+    api = ui.client()
+    response = await api.put(
+        "/api/admin/settings/ingest.max_payload_bytes", json={"value": 200, "tenant_id": "tenant-b"}
+    )
+    assert response.status_code == 200
+    await eventually(
+        lambda: ingest.service.tenant_settings.for_tenant("tenant-b").max_payload_bytes, lambda v: v == 200, 5
+    )
+    async with httpx.AsyncClient() as client:
+        refused = await client.post(
+            f"{ingest.base_url}/ingest/v1/tenant/tenant-b/device/dev-1/telemetry",
+            content=ingest.payload("tenant-b", "dev-1", site_id="site-9", note="x" * 200),
+        )
+    assert refused.status_code == 413

@@ -1,4 +1,4 @@
-"""The admin API under /api/admin: tenants and device provisioning, behind X-Admin-Key."""
+"""The admin API under /api/admin: tenants, device provisioning and settings, behind X-Admin-Key."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from services.common.db import Database
 from services.ui.admin.auth import AdminAuthMiddleware, AdminKeys, FailureLimiter
 from services.ui.admin.devices import DevicesApi
 from services.ui.admin.notify import CredentialNotifier
+from services.ui.admin.settings import SettingsApi
 from services.ui.admin.tenants import TenantsApi
 from services.ui.settings import UiSettings
 
@@ -34,6 +35,7 @@ def admin_mount(
     routes = [
         *TenantsApi(db, notifier).routes(),
         *DevicesApi(db, notifier, activation_ttl_s=settings.activation_ttl_s).routes(),
+        *SettingsApi(db).routes(),
     ]
     auth = Middleware(AdminAuthMiddleware, keys=AdminKeys(settings.admin_keys), limiter=limiter)
     return Mount(PREFIX, routes=routes, middleware=[auth])
