@@ -73,3 +73,23 @@ async def test_accepted_messages_reach_the_telemetry_store_once(
         )
         assert len(readings) == 30  # the duplicate is stored once
         assert await store.latest("tenant-a", "dev-1") == {"temp_c": 21.5, "humidity": 40.0, "door_open": 0.0}
+
+
+async def test_replicas_in_a_shared_subscription_split_the_load(
+    db_urls: DbUrls, redis_server, mqtt_server, admin_conn, redis_client, fleet: Fleet
+) -> None:
+    env_a = ingest_env(db_urls, redis_server, mqtt_server, PULSE_INGEST_MQTT_SHARED_GROUP="ingest")
+    env_b = ingest_env(db_urls, redis_server, mqtt_server, PULSE_INGEST_MQTT_SHARED_GROUP="ingest")
+    async with (
+        running_ingest(env_a, admin_conn, redis_client, fleet) as a,
+        running_ingest(env_b, admin_conn, redis_client, fleet) as b,
+    ):
+        async with mqtt_client(a.mqtt_url) as client:
+            for seq in range(200):
+                device = "dev-1" if seq % 2 else "dev-2"
+                body = a.payload("tenant-a", device, seq=seq)
+                await client.publish(f"tenant/tenant-a/device/{device}/telemetry", body, qos=1)
+        observations = await a.wait_observations(200)
+        assert a.service.mqtt.received > 0 and b.service.mqtt.received > 0  # both replicas took a share
+        assert a.service.mqtt.received + b.service.mqtt.received == 200  # and no message went to both
+    assert sorted(o["seq"] for o in observations) == list(range(200))
