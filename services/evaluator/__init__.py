@@ -1,0 +1,1 @@
+"""evaluator: device state (ONLINE/STALE/OFFLINE), alert rules, built-in alerts, alert lifecycle."""
