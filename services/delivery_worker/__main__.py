@@ -4,18 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sys
 
 import redis.asyncio as aioredis
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 
-from services.common import __version__
-from services.common.config import ConfigError, load
 from services.common.db import Database
 from services.common.http import CorrelationMiddleware, ops_routes, serve
-from services.common.lifecycle import run_main
-from services.common.logging import setup_logging
+from services.common.service import service_main
 from services.delivery_worker.channels import Channel, build_channels
 from services.delivery_worker.settings import DeliverySettings
 from services.delivery_worker.worker import Backoff, DeliveryWorker, WorkerConfig
@@ -76,33 +72,18 @@ async def build(settings: DeliverySettings) -> DeliveryService:
     return DeliveryService(settings, db, r, channels)
 
 
-def main() -> None:
-    setup_logging("delivery_worker")
+async def run(settings: DeliverySettings, stop: asyncio.Event) -> None:
+    service = await build(settings)
     try:
-        settings = load(DeliverySettings)
-    except ConfigError as exc:
-        log.error(str(exc))
-        sys.exit(2)
-    setup_logging("delivery_worker", settings.log_level)
+        await service.run(stop)
+    finally:
+        await service.close()
+    w = service.worker
+    log.info("delivery_worker totals", extra={"delivered": w.delivered, "failed": w.failed, "retried": w.retried})
 
-    async def run(stop: asyncio.Event) -> None:
-        service = await build(settings)
-        log.info(
-            "delivery_worker starting",
-            extra={
-                "version": __version__,
-                "config": settings.summary(),
-                "listen": f"http://{settings.http_host}:{settings.http_port}",
-            },
-        )
-        try:
-            await service.run(stop)
-        finally:
-            await service.close()
-        w = service.worker
-        log.info("delivery_worker stopped", extra={"delivered": w.delivered, "failed": w.failed, "retried": w.retried})
 
-    run_main(run, grace_s=settings.shutdown_grace_s)
+def main() -> None:
+    service_main("delivery_worker", DeliverySettings, run)
 
 
 if __name__ == "__main__":

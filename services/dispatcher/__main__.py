@@ -4,19 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sys
 
 import redis.asyncio as aioredis
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 
-from services.common import __version__, constants
+from services.common import constants
 from services.common.bus import ConsumerConfig, StreamConsumer
-from services.common.config import ConfigError, load
 from services.common.db import Database
 from services.common.http import CorrelationMiddleware, ops_routes, serve
-from services.common.lifecycle import run_main
-from services.common.logging import setup_logging
+from services.common.service import service_main
 from services.dispatcher.dispatcher import Dispatcher
 from services.dispatcher.settings import DispatcherSettings
 
@@ -65,33 +62,18 @@ async def build(settings: DispatcherSettings) -> DispatcherService:
     return DispatcherService(settings, db, aioredis.from_url(settings.redis_url))
 
 
-def main() -> None:
-    setup_logging("dispatcher")
+async def run(settings: DispatcherSettings, stop: asyncio.Event) -> None:
+    service = await build(settings)
     try:
-        settings = load(DispatcherSettings)
-    except ConfigError as exc:
-        log.error(str(exc))
-        sys.exit(2)
-    setup_logging("dispatcher", settings.log_level)
+        await service.run(stop)
+    finally:
+        await service.close()
+    d = service.dispatcher
+    log.info("dispatcher totals", extra={"jobs_created": d.jobs_created, "throttled": d.throttled})
 
-    async def run(stop: asyncio.Event) -> None:
-        service = await build(settings)
-        log.info(
-            "dispatcher starting",
-            extra={
-                "version": __version__,
-                "config": settings.summary(),
-                "listen": f"http://{settings.http_host}:{settings.http_port}",
-            },
-        )
-        try:
-            await service.run(stop)
-        finally:
-            await service.close()
-        d = service.dispatcher
-        log.info("dispatcher stopped", extra={"jobs_created": d.jobs_created, "throttled": d.throttled})
 
-    run_main(run, grace_s=settings.shutdown_grace_s)
+def main() -> None:
+    service_main("dispatcher", DispatcherSettings, run)
 
 
 if __name__ == "__main__":
