@@ -3,7 +3,7 @@
 VENV := .venv/bin
 PYTEST_ARGS ?=
 
-.PHONY: help bootstrap dev test test-unit lint format constraints clean bench bench-ingest bench-delivery
+.PHONY: help bootstrap dev test test-unit lint format constraints clean bench bench-ingest bench-delivery bench-evaluator
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -29,10 +29,13 @@ format: bootstrap  ## apply ruff fixes and formatting
 	$(VENV)/ruff check --fix .
 	$(VENV)/ruff format .
 
-bench: bench-ingest bench-delivery  ## run every benchmark (results in bench/results/)
+bench: bench-ingest bench-evaluator bench-delivery  ## run every benchmark (results in bench/results/)
 
 bench-ingest: bootstrap  ## ingest MQTT/HTTP throughput vs a bare-subscriber baseline, latency, 5-min memory soak
 	$(VENV)/python -m bench.ingest
+
+bench-evaluator: bootstrap  ## evaluator obs/s at 100k devices + 1k rules vs a bare reader, RSS, staleness delay p50/p99
+	$(VENV)/python -m bench.evaluator
 
 bench-delivery: bootstrap  ## webhook deliveries/s against a bare httpx baseline, alert-to-receipt latency
 	$(VENV)/python -m bench.delivery

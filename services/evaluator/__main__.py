@@ -4,19 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sys
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import redis.asyncio as aioredis
 from starlette.applications import Starlette
 
-from services.common import __version__
-from services.common.config import ConfigError, load
 from services.common.db import Database
 from services.common.http import ops_routes, serve
-from services.common.lifecycle import run_main, sleep_or_stop
-from services.common.logging import setup_logging
+from services.common.lifecycle import sleep_or_stop
+from services.common.service import service_main
 from services.evaluator.alerts import Outbox
 from services.evaluator.engine import Evaluator
 from services.evaluator.runner import ShardRunner
@@ -139,32 +136,16 @@ async def build(settings: EvaluatorSettings, *, http: bool = True) -> EvaluatorS
     return EvaluatorService(settings, db, r, http=http)
 
 
-def main() -> None:
-    setup_logging("evaluator")
+async def run(settings: EvaluatorSettings, stop: asyncio.Event) -> None:
+    service = await build(settings)
     try:
-        settings = load(EvaluatorSettings)
-    except ConfigError as exc:
-        log.error(str(exc))
-        sys.exit(2)
-    setup_logging("evaluator", settings.log_level)
+        await service.run(stop)
+    finally:
+        await service.close()
 
-    async def run(stop: asyncio.Event) -> None:
-        service = await build(settings)
-        log.info(
-            "evaluator starting",
-            extra={
-                "version": __version__,
-                "config": settings.summary(),
-                "listen": f"http://{settings.http_host}:{settings.http_port}",
-            },
-        )
-        try:
-            await service.run(stop)
-        finally:
-            await service.close()
-        log.info("evaluator stopped")
 
-    run_main(run, grace_s=settings.shutdown_grace_s)
+def main() -> None:
+    service_main("evaluator", EvaluatorSettings, run)
 
 
 if __name__ == "__main__":
