@@ -17,11 +17,9 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -31,6 +29,7 @@ import asyncpg
 import httpx
 import redis.asyncio as aioredis
 
+from bench.harness import report, stop
 from services.common.bus import encode, publish_encoded
 from services.common.migrations import migrate
 from services.devstack import PostgresServer, RedisServer, free_port
@@ -55,14 +54,6 @@ def start(
         return subprocess.Popen(
             [sys.executable, *prefix, "-m", module, *args], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT
         )
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
 
 
 def pct(values: list[float], q: float) -> float:
@@ -252,21 +243,18 @@ async def run(workdir: Path) -> dict[str, Any]:
 
 
 def main() -> None:
-    with tempfile.TemporaryDirectory(prefix="pulse-bench-") as tmp:
-        result = asyncio.run(run(Path(tmp)))
-    out = ROOT / "bench" / "results" / "delivery.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    say("summary:")
-    for key in (
-        "webhook_deliveries_per_s",
-        "baseline_http_requests_per_s",
-        "ratio_to_baseline",
-        "alert_to_receipt_p50_ms",
-        "alert_to_receipt_p99_ms",
-        "duplicate_receipts",
-    ):
-        say(f"  {key:30} {result[key]}")
+    report(
+        "delivery",
+        run,
+        (
+            "webhook_deliveries_per_s",
+            "baseline_http_requests_per_s",
+            "ratio_to_baseline",
+            "alert_to_receipt_p50_ms",
+            "alert_to_receipt_p99_ms",
+            "duplicate_receipts",
+        ),
+    )
 
 
 if __name__ == "__main__":

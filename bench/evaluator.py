@@ -19,11 +19,9 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from datetime import UTC, datetime
@@ -34,6 +32,7 @@ import asyncpg
 import psutil
 import redis.asyncio as aioredis
 
+from bench.harness import report, stop
 from services.common.bus import ConsumerConfig, Entry, StreamConsumer, encode, publish_encoded
 from services.common.migrations import migrate
 from services.devstack import PostgresServer, RedisServer
@@ -164,14 +163,6 @@ async def drain(r: aioredis.Redis, proc: subprocess.Popen[bytes], after: tuple[i
     raise SystemExit("the evaluator did not drain the backlog within 600 s")
 
 
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(60)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-
-
 def start_evaluator(env: dict[str, str], log_path: Path, profile: Path | None = None) -> subprocess.Popen[bytes]:
     cmd = [sys.executable, "-m", "services.evaluator"]
     if profile is not None:
@@ -212,7 +203,7 @@ async def run(workdir: Path) -> dict[str, Any]:
         proc = start_evaluator(env, log)
         cold = devices / await drain(r, proc, (0, 0), log)
         say(f"cold start: {cold:,.0f} observations/s")
-        stop(proc)
+        stop(proc, 60)
         proc = None
         warm_last = await last_id(r)
 
@@ -268,28 +259,25 @@ async def run(workdir: Path) -> dict[str, Any]:
         }
     finally:
         if proc is not None and proc.poll() is None:
-            stop(proc)
+            stop(proc, 60)
         for server in (rd, pg):
             server.stop()
 
 
 def main() -> None:
-    with tempfile.TemporaryDirectory(prefix="pulse-bench-") as tmp:
-        result = asyncio.run(run(Path(tmp)))
-    out = ROOT / "bench" / "results" / "evaluator.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    say("summary:")
-    for key in (
-        "observations_per_s",
-        "cold_start_observations_per_s",
-        "baseline_entries_per_s",
-        "ratio_to_baseline",
-        "rss_mb_100k_devices",
-        "stale_detect_p50_s",
-        "stale_detect_p99_s",
-    ):
-        say(f"  {key:24} {result[key]}")
+    report(
+        "evaluator",
+        run,
+        (
+            "observations_per_s",
+            "cold_start_observations_per_s",
+            "baseline_entries_per_s",
+            "ratio_to_baseline",
+            "rss_mb_100k_devices",
+            "stale_detect_p50_s",
+            "stale_detect_p99_s",
+        ),
+    )
 
 
 if __name__ == "__main__":

@@ -16,11 +16,9 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -30,6 +28,7 @@ import httpx
 import psutil
 import redis.asyncio as aioredis
 
+from bench.harness import report, stop
 from services.common.credentials import hash_secret, new_device_token
 from services.common.migrations import migrate
 from services.devstack import MosquittoServer, PostgresServer, RedisServer, free_port
@@ -79,14 +78,6 @@ def publish(mqtt: MosquittoServer, msgs: list[list[str]], rate: float, workdir: 
 def start(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     with log.open("ab") as out:
         return subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT)
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
 
 
 async def wait_len(r: aioredis.Redis, n: int, limit_s: float, what: str) -> None:
@@ -321,24 +312,20 @@ async def http_batch(url: str, tokens: list[str]) -> float:
 
 
 def main() -> None:
-    with tempfile.TemporaryDirectory(prefix="pulse-bench-") as tmp:
-        result = asyncio.run(run(Path(tmp)))
-    out = ROOT / "bench" / "results" / "ingest.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    say("summary:")
-    for key in (
-        "mqtt_msgs_per_s",
-        "baseline_msgs_per_s",
-        "ratio_to_baseline",
-        "mqtt_p50_ms",
-        "mqtt_p99_ms",
-        "http_readings_per_s",
-        "rss_mb_start",
-        "rss_mb_end",
-    ):
-        say(f"  {key:22} {result[key]}")
-    say(f"wrote {out}")
+    report(
+        "ingest",
+        run,
+        (
+            "mqtt_msgs_per_s",
+            "baseline_msgs_per_s",
+            "ratio_to_baseline",
+            "mqtt_p50_ms",
+            "mqtt_p99_ms",
+            "http_readings_per_s",
+            "rss_mb_start",
+            "rss_mb_end",
+        ),
+    )
 
 
 if __name__ == "__main__":

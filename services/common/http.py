@@ -19,7 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.common.logging import correlation
 
-__all__ = ["CorrelationMiddleware", "ReadinessCheck", "error_response", "ops_routes", "serve"]
+__all__ = ["CorrelationMiddleware", "ReadinessCheck", "error_response", "ops_routes", "serve", "serve_while"]
 
 log = logging.getLogger("pulse.http")
 
@@ -107,3 +107,14 @@ async def serve(app: Starlette, host: str, port: int, stop: asyncio.Event) -> No
     await stop.wait()
     server.should_exit = True
     await task
+
+
+async def serve_while(app: Starlette, host: str, port: int, work: Awaitable[None]) -> None:
+    """Serve `app` (health, metrics) for as long as `work` runs; the server stops after it."""
+    http_stop = asyncio.Event()
+    server = asyncio.ensure_future(serve(app, host, port, http_stop))
+    try:
+        await work
+    finally:
+        http_stop.set()
+        await asyncio.gather(server, return_exceptions=True)

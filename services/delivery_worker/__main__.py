@@ -10,7 +10,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 
 from services.common.db import Database
-from services.common.http import CorrelationMiddleware, ops_routes, serve
+from services.common.http import CorrelationMiddleware, ops_routes, serve_while
 from services.common.service import service_main
 from services.delivery_worker.channels import Channel, build_channels
 from services.delivery_worker.settings import DeliverySettings
@@ -50,13 +50,7 @@ class DeliveryService:
         self.app = Starlette(routes=routes, middleware=[Middleware(CorrelationMiddleware)])
 
     async def run(self, stop: asyncio.Event) -> None:
-        http_stop = asyncio.Event()
-        server = asyncio.create_task(serve(self.app, self.settings.http_host, self.settings.http_port, http_stop))
-        try:
-            await self.worker.run(stop)
-        finally:
-            http_stop.set()
-            await asyncio.gather(server, return_exceptions=True)
+        await serve_while(self.app, self.settings.http_host, self.settings.http_port, self.worker.run(stop))
 
     async def close(self) -> None:
         for channel in self.channels.values():

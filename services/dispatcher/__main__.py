@@ -12,7 +12,7 @@ from starlette.middleware import Middleware
 from services.common import constants
 from services.common.bus import ConsumerConfig, StreamConsumer
 from services.common.db import Database
-from services.common.http import CorrelationMiddleware, ops_routes, serve
+from services.common.http import CorrelationMiddleware, ops_routes, serve_while
 from services.common.service import service_main
 from services.dispatcher.dispatcher import Dispatcher
 from services.dispatcher.settings import DispatcherSettings
@@ -44,13 +44,7 @@ class DispatcherService:
         self.app = Starlette(routes=routes, middleware=[Middleware(CorrelationMiddleware)])
 
     async def run(self, stop: asyncio.Event) -> None:
-        http_stop = asyncio.Event()
-        server = asyncio.create_task(serve(self.app, self.settings.http_host, self.settings.http_port, http_stop))
-        try:
-            await self.consumer.run(stop)
-        finally:
-            http_stop.set()
-            await asyncio.gather(server, return_exceptions=True)
+        await serve_while(self.app, self.settings.http_host, self.settings.http_port, self.consumer.run(stop))
 
     async def close(self) -> None:
         await self.redis.aclose()
