@@ -3,7 +3,6 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import ssl
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ from services.common.ssrf import (
 )
 from services.devstack import free_port
 from tests.delivery_worker.receiver import Reply, http_receiver
+from tests.support import localhost_certificate
 
 # one address inside each blocked range, with the reason it must be refused for
 BLOCKED_SAMPLES = [
@@ -176,28 +176,7 @@ async def test_redirect_target_is_vetted_at_connect_time() -> None:
 
 @pytest.mark.integration
 async def test_https_goes_to_the_vetted_address_and_checks_the_certificate_of_the_name(tmp_path: Path) -> None:
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=localhost",
-            "-addext",
-            "subjectAltName=DNS:localhost",  # no IP: a check against the vetted IP would fail
-            "-keyout",
-            str(tmp_path / "key.pem"),
-            "-out",
-            str(tmp_path / "cert.pem"),
-        ],
-        check=True,
-        capture_output=True,
-    )
+    localhost_certificate(tmp_path)
     hosts: list[str] = []
 
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import email
 import email.policy
-import subprocess
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ from services.delivery_worker.channels.email import TemplateProblem, build_messa
 from services.devstack import free_port
 from tests.delivery_worker import seed
 from tests.delivery_worker.conftest import running_worker, wait_state
+from tests.support import localhost_certificate
 
 
 @dataclass
@@ -49,29 +49,7 @@ class Cert:
 @pytest.fixture(scope="module")
 def cert(tmp_path_factory: pytest.TempPathFactory) -> Cert:
     d = tmp_path_factory.mktemp("smtp-tls")
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=localhost",
-            "-addext",
-            "subjectAltName=DNS:localhost",  # no IP: the check must use the name, not the vetted IP
-            "-keyout",
-            str(d / "key.pem"),
-            "-out",
-            str(d / "cert.pem"),
-        ],
-        check=True,
-        capture_output=True,
-    )
-    return Cert(d / "cert.pem", d / "key.pem")
+    return Cert(*localhost_certificate(d))
 
 
 def _server_context(cert: Cert) -> Any:

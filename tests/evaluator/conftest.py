@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import inspect
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -22,6 +21,7 @@ from services.common.config import load
 from services.devstack import RedisServer
 from services.evaluator.__main__ import EvaluatorService, build
 from services.evaluator.settings import EvaluatorSettings
+from tests import support
 from tests.conftest import DbUrls
 
 FAST = {
@@ -37,17 +37,8 @@ FAST = {
 
 
 async def eventually(fetch: Callable[[], Any], ok: Callable[[Any], bool], timeout: float = 8.0) -> Any:
-    """Poll `fetch` (sync or async) until `ok(value)`; fail with the last value after `timeout`."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        value = fetch()
-        if inspect.isawaitable(value):
-            value = await value
-        if ok(value):
-            return value
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s; last value: {value!r}")
-        await asyncio.sleep(0.05)
+    """tests.support.eventually with this suite's shorter default wait."""
+    return await support.eventually(fetch, ok, timeout)
 
 
 async def seed(admin: asyncpg.Connection, tenant_id: str, devices: dict[str, str | None]) -> None:

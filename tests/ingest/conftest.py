@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import inspect
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,6 +22,7 @@ from services.devstack import MosquittoServer, RedisServer, free_port
 from services.ingest.__main__ import IngestService, build
 from services.ingest.settings import IngestSettings
 from tests.conftest import DbUrls
+from tests.support import eventually
 
 STREAM = "pulse:observations"
 
@@ -84,20 +84,6 @@ class Ingest:
     async def quarantined(self) -> list[asyncpg.Record]:
         await self.service.quarantine.flush()
         return await self.admin.fetch("SELECT * FROM quarantine_events ORDER BY id")
-
-
-async def eventually(fetch: Callable[[], Any], ok: Callable[[Any], bool], timeout: float = 10.0) -> Any:
-    """Poll `fetch` (sync or async) until `ok(value)`; fail with the last value after `timeout`."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        value = fetch()
-        if inspect.isawaitable(value):
-            value = await value
-        if ok(value):
-            return value
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s; last value: {value!r}")
-        await asyncio.sleep(0.05)
 
 
 def ingest_env(
